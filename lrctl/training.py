@@ -1,0 +1,257 @@
+"""The inner training loop: a task under an optimizer and an LR policy, with its history.
+
+`InnerRun` is the one implementation of "train this task for n more steps while recording
+loss, gradient norm and LR". `train()` drives it for a whole run (baselines, benchmark); the
+Gymnasium env drives it K steps per decision. Per-step statistics are written into
+preallocated tensors on the task's device and read back in blocks, so the loop never calls
+`.item()` per step (one host read per block, where the divergence check happens too).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from lrctl.optimizers import make_optimizer
+from lrctl.tasks.base import RunSpec, Split, Task
+
+
+@runtime_checkable
+class LossDrivenPolicy(Protocol):
+    """An LR policy stepped with the training loss (lrctl's controller, scripted policies)."""
+
+    step_takes_loss: bool
+
+    def step(self, loss: torch.Tensor) -> None: ...
+
+
+def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """Global L2 norm of the current gradients, as a 0-d tensor on their device (no sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device)
+    return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+
+
+def params_finite(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """0-d bool tensor: every element of every parameter is finite (one NaN is enough to fail)."""
+    return torch.stack([torch.isfinite(p).all() for p in params]).all()
+
+
+class _BatchStream:
+    """Shuffled minibatches, epoch after epoch, from a seeded generator on the CPU."""
+
+    def __init__(self, split: Split, batch_size: int, seed: int) -> None:
+        self.split = split
+        self.batch_size = min(batch_size, len(split))
+        self.gen = torch.Generator().manual_seed(seed)
+        self.batches: list[torch.Tensor] = []
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.batches:
+            perm = torch.randperm(len(self.split), generator=self.gen)
+            n_full = len(perm) // self.batch_size
+            perm = perm[: n_full * self.batch_size].to(self.split.x.device)
+            self.batches = list(perm.view(n_full, self.batch_size).unbind(0))[::-1]
+        idx = self.batches.pop()
+        return self.split.x[idx], self.split.y[idx]
+
+
+class InnerRun:
+    """A live inner training run: fresh model, optimizer, batch stream and stat buffers.
+
+    `seed` fixes initialisation and batch order. `capacity` bounds the number of steps recorded
+    (the run's horizon).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        optimizer: str,
+        lr: float,
+        capacity: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.task = task if device == "cpu" else task.to(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = task.model_fn().to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(optimizer, self.params, lr)
+        self.base_lr = float(lr)
+        self.batches = _BatchStream(self.task.train, task.batch_size, seed)
+        self.capacity = int(capacity)
+        self.loss_buf = torch.empty(self.capacity, device=self.device)
+        self.gnorm_buf = torch.empty(self.capacity, device=self.device)
+        self.lrs: list[float] = []
+        self.t = 0
+        self.diverged_at: int | None = None
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        """Write `lr` into every param group."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self, policy: object | None = None) -> torch.Tensor:
+        """One optimizer step on the next minibatch; returns the (detached) training loss."""
+        x, y = self.batches.next()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.task.loss_fn(self.model(x), y)
+        loss.backward()
+        self.gnorm_buf[self.t] = grad_norm(self.params)
+        self.lrs.append(self.optimizer.param_groups[0]["lr"])
+        self.optimizer.step()
+        loss = loss.detach()
+        self.loss_buf[self.t] = loss
+        self.t += 1
+        if policy is not None and not isinstance(policy, ReduceLROnPlateau):
+            if isinstance(policy, LossDrivenPolicy):
+                policy.step(loss)
+            else:
+                policy.step()  # a torch LRScheduler
+        return loss
+
+    def advance(self, n: int, policy: object | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run up to `n` steps (never past capacity); return this block's losses and gradient
+        norms as on-device views (no host sync)."""
+        start = self.t
+        for _ in range(min(n, self.capacity - self.t)):
+            self.step(policy)
+        return self.loss_buf[start : self.t], self.gnorm_buf[start : self.t]
+
+    def check_block(self, start: int) -> bool:
+        """Read steps [start, t) once: if any loss or any parameter is non-finite, record the
+        divergence (first bad step) and return True."""
+        block = self.loss_buf[start : self.t]
+        ok = torch.isfinite(block).all() & params_finite(self.params)
+        if bool(ok):
+            return False
+        bad = (~torch.isfinite(block)).nonzero()
+        self.diverged_at = start + int(bad[0]) if len(bad) else self.t - 1
+        return True
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> tuple[float, float]:
+        """(mean loss, accuracy) on a split; accuracy is NaN for non-classification tasks."""
+        data: Split = getattr(self.task, split)
+        was_training = self.model.training
+        self.model.eval()
+        out = self.model(data.x)
+        loss = float(self.task.loss_fn(out, data.y))
+        acc = math.nan
+        if self.task.classification:
+            pred = out.argmax(-1)
+            target = data.y if pred.shape == data.y.shape else data.y[:, -1]
+            acc = float((pred == target).float().mean())
+        self.model.train(was_training)
+        return loss, acc
+
+
+@dataclass
+class History:
+    """What one run recorded.
+
+    `steps`: one row per optimizer step (step, train_loss, grad_norm, lr). `evals`: one row per
+    validation (step, val_loss, val_accuracy). On divergence, `steps` ends at the first
+    non-finite step, which is the only row whose loss is not finite.
+    """
+
+    steps: pd.DataFrame
+    evals: pd.DataFrame
+    diverged: bool
+    diverged_at: int | None
+    wall_time: float
+    final_val_loss: float
+    final_val_accuracy: float
+    test_loss: float
+    test_accuracy: float
+
+
+def train(
+    task: Task,
+    optimizer: str,
+    lr: float,
+    steps: int,
+    seed: int,
+    policy_fn: object | None = None,
+    val_every: int = 50,
+    device: torch.device | str = "cpu",
+    evaluate_test: bool = False,
+) -> History:
+    """Train `task` for `steps` steps and record its history.
+
+    `policy_fn(optimizer) -> policy` builds the LR policy on the run's optimizer: a torch
+    scheduler (stepped each step; ReduceLROnPlateau is stepped with the validation loss), or
+    a loss-driven policy such as `LRController` (stepped with the training loss). `None` keeps
+    the LR constant. The test split is only read when `evaluate_test` is set (benchmark only).
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    if val_every <= 0:
+        raise ValueError(f"val_every must be positive, got {val_every}")
+    start_time = time.perf_counter()
+    run = InnerRun(task, optimizer, lr, steps, seed, device)
+    policy = policy_fn(run.optimizer) if callable(policy_fn) else None
+    evals: list[tuple[int, float, float]] = [(0, *run.evaluate("val"))]
+    diverged = False
+    while run.t < steps and not diverged:
+        start = run.t
+        run.advance(val_every, policy)
+        diverged = run.check_block(start)
+        if not diverged:
+            val_loss, val_acc = run.evaluate("val")
+            if not math.isfinite(val_loss):
+                diverged, run.diverged_at = True, run.t - 1
+            else:
+                evals.append((run.t, val_loss, val_acc))
+                if isinstance(policy, ReduceLROnPlateau):
+                    policy.step(val_loss)
+    n = run.diverged_at + 1 if diverged else run.t
+    step_frame = pd.DataFrame(
+        {
+            "step": np.arange(n),
+            "train_loss": run.loss_buf[:n].cpu().numpy(),
+            "grad_norm": run.gnorm_buf[:n].cpu().numpy(),
+            "lr": np.asarray(run.lrs[:n], dtype=np.float64),
+        }
+    )
+    eval_frame = pd.DataFrame(evals, columns=["step", "val_loss", "val_accuracy"])
+    if diverged:
+        final = (math.inf, 0.0 if task.classification else math.nan)
+        test = final
+    else:
+        final = evals[-1][1:]
+        test = run.evaluate("test") if evaluate_test else (math.nan, math.nan)
+    return History(
+        steps=step_frame,
+        evals=eval_frame,
+        diverged=diverged,
+        diverged_at=run.diverged_at if diverged else None,
+        wall_time=time.perf_counter() - start_time,
+        final_val_loss=float(final[0]),
+        final_val_accuracy=float(final[1]),
+        test_loss=float(test[0]),
+        test_accuracy=float(test[1]),
+    )
+
+
+def train_spec(
+    family_task: Task, spec: RunSpec, policy_fn: object | None = None, **kwargs: object
+) -> History:
+    """`train()` with the optimizer, LR, horizon and seed taken from a `RunSpec`."""
+    return train(
+        family_task, spec.optimizer, spec.base_lr, spec.steps, spec.seed, policy_fn, **kwargs
+    )
