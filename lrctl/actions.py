@@ -1,0 +1,63 @@
+"""The action: a bounded log-multiplier on the learning rate (DESIGN rule 4).
+
+One definition, used by the env, the scripted policies and the runtime controller, and stored
+in exported controller files. Imports only the standard library and numpy (rule 2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """How an action a in [-1, 1] changes the LR: lr <- lr * exp(a * log(max_multiplier)),
+    once every `interval` optimizer steps, kept within `lr_band` x the base LR."""
+
+    interval: int = 10
+    """K: optimizer steps between two decisions."""
+    max_multiplier: float = 2.0
+    """m_max: the largest factor one decision may apply (up or down)."""
+    lr_band: tuple[float, float] = (1e-3, 30.0)
+    """Lowest and highest LR as multiples of the base LR."""
+
+    def __post_init__(self) -> None:
+        if self.interval < 1:
+            raise ValueError(f"interval must be >= 1, got {self.interval}")
+        if not self.max_multiplier > 1.0 or not math.isfinite(self.max_multiplier):
+            raise ValueError(
+                f"max_multiplier must be a finite number > 1, got {self.max_multiplier}"
+            )
+        lo, hi = self.lr_band
+        if not (0 < lo <= 1 <= hi < math.inf):
+            raise ValueError(f"lr_band must satisfy 0 < low <= 1 <= high < inf, got {self.lr_band}")
+
+    def multiplier(self, action: float | np.ndarray) -> float | np.ndarray:
+        """exp(a * log m_max), with a clipped to [-1, 1] and NaN read as 0 (no change)."""
+        a = np.clip(np.nan_to_num(np.asarray(action, dtype=np.float64), nan=0.0), -1.0, 1.0)
+        m = np.exp(a * math.log(self.max_multiplier))
+        return float(m) if m.ndim == 0 else m
+
+    def next_lr(
+        self, lr: float | np.ndarray, base_lr: float | np.ndarray, action: float | np.ndarray
+    ):
+        """The LR after one decision: multiplied, then clipped to the band around base_lr."""
+        lo, hi = self.lr_band
+        new = np.clip(
+            np.asarray(lr) * self.multiplier(action),
+            np.asarray(base_lr) * lo,
+            np.asarray(base_lr) * hi,
+        )
+        return float(new) if np.ndim(new) == 0 else new
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lr_band"] = list(self.lr_band)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ActionSpec:
+        return cls(int(d["interval"]), float(d["max_multiplier"]), tuple(map(float, d["lr_band"])))
