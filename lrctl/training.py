@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -32,12 +33,28 @@ class LossDrivenPolicy(Protocol):
     def step(self, loss: torch.Tensor) -> None: ...
 
 
-def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """Global L2 norm of the current gradients, as a 0-d tensor on their device (no sync)."""
+def _policy_stepper(policy: object | None) -> Callable[[torch.Tensor], None] | None:
+    """How `InnerRun` steps a policy after each optimizer step (resolved once per block)."""
+    if policy is None or isinstance(policy, ReduceLROnPlateau):
+        return None  # ReduceLROnPlateau is stepped with the validation loss, by train()
+    if isinstance(policy, LossDrivenPolicy):
+        return policy.step
+    step = policy.step  # a torch LRScheduler
+    return lambda _loss: step()
+
+
+def grad_norm(params: list[torch.nn.Parameter], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Global L2 norm of the current gradients, as a 0-d tensor on their device (no sync).
+
+    The same ops, hence the same number, as `torch.nn.utils.clip_grad_norm_` for gradients on
+    one device: per-tensor norms (`torch._foreach_norm`), then the norm of their stack. `out`
+    (0-d) receives the result without an extra copy.
+    """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return torch.zeros((), device=params[0].device)
-    return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+        zero = torch.zeros((), device=params[0].device)
+        return zero if out is None else out.copy_(zero)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0, out=out)
 
 
 def params_finite(params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -92,6 +109,11 @@ class InnerRun:
         self.capacity = int(capacity)
         self.loss_buf = torch.empty(self.capacity, device=self.device)
         self.gnorm_buf = torch.empty(self.capacity, device=self.device)
+        # Hot-path helpers: per-step 0-d views of the buffers (written with `out=`/`copy_`,
+        # cheaper than `buf[t] = x`) and a scratch vector for the per-tensor gradient norms.
+        self._loss_at = self.loss_buf.unbind()
+        self._gnorm_at = self.gnorm_buf.unbind()
+        self._norms = torch.empty(len(self.params), device=self.device)
         self.lrs: list[float] = []
         self.t = 0
         self.diverged_at: int | None = None
@@ -107,39 +129,56 @@ class InnerRun:
 
     def step(self, policy: object | None = None) -> torch.Tensor:
         """One optimizer step on the next minibatch; returns the (detached) training loss."""
+        loss = self._step()
+        stepper = _policy_stepper(policy)
+        if stepper is not None:
+            stepper(loss)
+        return loss
+
+    def _step(self) -> torch.Tensor:
+        t = self.t
         x, y = self.batches.next()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.task.loss_fn(self.model(x), y)
         loss.backward()
-        self.gnorm_buf[self.t] = grad_norm(self.params)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if len(grads) == len(self.params):
+            # grad_norm()'s ops, into preallocated memory: per-tensor norms, then their norm.
+            torch.stack(torch._foreach_norm(grads, 2.0), out=self._norms)
+            torch.linalg.vector_norm(self._norms, 2.0, out=self._gnorm_at[t])
+        else:  # some parameter got no gradient this step
+            grad_norm(self.params, out=self._gnorm_at[t])
         self.lrs.append(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
         loss = loss.detach()
-        self.loss_buf[self.t] = loss
-        self.t += 1
-        if policy is not None and not isinstance(policy, ReduceLROnPlateau):
-            if isinstance(policy, LossDrivenPolicy):
-                policy.step(loss)
-            else:
-                policy.step()  # a torch LRScheduler
+        self._loss_at[t].copy_(loss)
+        self.t = t + 1
         return loss
 
     def advance(self, n: int, policy: object | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run up to `n` steps (never past capacity); return this block's losses and gradient
         norms as on-device views (no host sync)."""
         start = self.t
+        stepper = _policy_stepper(policy)
         for _ in range(min(n, self.capacity - self.t)):
-            self.step(policy)
+            loss = self._step()
+            if stepper is not None:
+                stepper(loss)
         return self.loss_buf[start : self.t], self.gnorm_buf[start : self.t]
 
     def check_block(self, start: int) -> bool:
-        """Read steps [start, t) once: if any loss or any parameter is non-finite, record the
-        divergence (first bad step) and return True."""
-        block = self.loss_buf[start : self.t]
-        ok = torch.isfinite(block).all() & params_finite(self.params)
-        if bool(ok):
+        """Read steps [start, t) once: if any loss, gradient norm or parameter is non-finite,
+        record the divergence and return True.
+
+        `diverged_at` is the first step whose loss or gradient norm is not finite (an infinite
+        gradient is where the run breaks, even if that step's loss was still finite), else the
+        block's last step (only the parameters went bad, in that step's update).
+        """
+        stats = torch.stack((self.loss_buf[start : self.t], self.gnorm_buf[start : self.t]))
+        finite = torch.isfinite(stats).all(0)
+        if bool(finite.all() & params_finite(self.params)):
             return False
-        bad = (~torch.isfinite(block)).nonzero()
+        bad = (~finite).nonzero()
         self.diverged_at = start + int(bad[0]) if len(bad) else self.t - 1
         return True
 

@@ -1,0 +1,192 @@
+"""`LRController`: a trained controller plugged into any PyTorch loop (torch and numpy only).
+
+    sched = LRController(optimizer, total_steps=1000)   # the shipped default controller
+    for step in range(1000):
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        sched.step(loss)
+
+Gradient norms are captured by an optimizer step pre-hook (the gradients are read just before
+`optimizer.step()`, so zeroing them right after the step is fine). Per step the controller only
+writes the loss and the gradient norm into two small buffers on the parameters' device; every
+K steps (the controller file's `interval`) it reads the block once, computes the features with
+`lrctl.features` (the same code the training env used), runs the policy and multiplies every
+param group's LR by the chosen factor, keeping each group within the controller's band around
+the group's own base LR.
+
+Non-finite losses: a block that contains a NaN or inf loss (or gradient norm) is answered by
+cutting the LR by the largest factor the controller may apply (1 / m_max), and the policy may
+not raise it again for the next `hold` decisions. The LR written to the optimizer is always
+finite and inside the band, whatever the loss stream.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lrctl.controller_file import ControllerWeights, load_controller
+from lrctl.features import FeatureTracker
+from lrctl.resources import DEFAULT_CONTROLLER, data_path
+
+STATE_VERSION = 1
+
+
+def _group_lr(group: dict) -> float:
+    lr = group["lr"]
+    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+
+
+class LRController:
+    """Learned LR control for a torch optimizer, stepped with the training loss.
+
+    Args:
+        optimizer: any torch optimizer (SGD, Adam, AdamW, RMSprop, Adagrad, ...). Every param
+            group is controlled; each group's LR at construction is its base LR.
+        total_steps: the planned number of `step()` calls (the policy sees progress t / T).
+        controller: path to a controller file, loaded weights, or None for the shipped default.
+        hold: decisions during which the LR may not rise after a non-finite loss.
+    """
+
+    step_takes_loss = True
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+        controller: str | Path | ControllerWeights | None = None,
+        hold: int = 3,
+    ) -> None:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        if controller is None:
+            controller = data_path(DEFAULT_CONTROLLER)
+        self.weights = (
+            controller if isinstance(controller, ControllerWeights) else load_controller(controller)
+        )
+        self.spec = self.weights.action_spec
+        self.optimizer = optimizer
+        self.total_steps = total_steps
+        self.hold = hold
+        self.base_lrs = [_group_lr(g) for g in optimizer.param_groups]
+        for lr in self.base_lrs:
+            if not (math.isfinite(lr) and lr > 0):
+                raise ValueError(
+                    f"every param group needs a finite positive lr, got {self.base_lrs}"
+                )
+        self.device = self._device()
+        k = self.spec.interval
+        self._losses = torch.zeros(k, device=self.device)
+        self._gnorms = torch.zeros(k, device=self.device)
+        self._tracker = FeatureTracker(1, self.device)
+        self._t = 0  # step() calls so far
+        self._i = 0  # position within the current block
+        self._scale = 1.0  # lr / base lr, the same for every group
+        self._hold_left = 0
+        self.last_action = 0.0
+        self._hook = optimizer.register_step_pre_hook(self._capture_grad_norm)
+
+    def _device(self) -> torch.device:
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                return p.device
+        return torch.device("cpu")
+
+    def _capture_grad_norm(
+        self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict
+    ) -> None:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            self._gnorms[self._i] = torch.nn.utils.get_total_norm(grads)
+
+    def step(self, loss: torch.Tensor | float) -> None:
+        """Record this step's training loss; every K steps, decide and write the new LR."""
+        if isinstance(loss, torch.Tensor):
+            self._losses[self._i] = loss.detach().reshape(())
+        else:
+            self._losses[self._i] = float(loss)
+        self._i += 1
+        self._t += 1
+        if self._i == self.spec.interval:
+            self._decide()
+            self._i = 0
+
+    def _decide(self) -> None:
+        progress = torch.tensor([min(self._t / self.total_steps, 1.0)], device=self.device)
+        log_ratio = torch.tensor([math.log(self._scale)], device=self.device)
+        feats = self._tracker.update(self._losses[None], self._gnorms[None], log_ratio, progress)
+        obs = feats.cpu()  # the one host read per decision
+        nonfinite = bool(obs[0, -1] > 0)
+        action = float(self.weights.act(obs)[0, 0])
+        if nonfinite:
+            action, self._hold_left = -1.0, self.hold
+        elif self._hold_left > 0:
+            action = min(action, 0.0)
+            self._hold_left -= 1
+        self.last_action = action
+        self._scale = float(self.spec.next_lr(self._scale, 1.0, action))
+        self._write_lrs()
+
+    def _write_lrs(self) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            lr = base * self._scale
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+
+    def get_last_lr(self) -> list[float]:
+        """The LR of every param group, as torch schedulers report it."""
+        return [base * self._scale for base in self.base_lrs]
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue the identical LR trajectory (not the optimizer)."""
+        return {
+            "version": STATE_VERSION,
+            "t": self._t,
+            "i": self._i,
+            "scale": self._scale,
+            "hold_left": self._hold_left,
+            "last_action": self.last_action,
+            "base_lrs": list(self.base_lrs),
+            "total_steps": self.total_steps,
+            "losses": self._losses.clone(),
+            "gnorms": self._gnorms.clone(),
+            "tracker": self._tracker.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict()`; writes the restored LR into every param group."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported LRController state version {state.get('version')!r}")
+        self._t, self._i = int(state["t"]), int(state["i"])
+        self._scale, self._hold_left = float(state["scale"]), int(state["hold_left"])
+        self.last_action = float(state["last_action"])
+        self.base_lrs = [float(x) for x in state["base_lrs"]]
+        self.total_steps = int(state["total_steps"])
+        self._losses = state["losses"].to(self.device).clone()
+        self._gnorms = state["gnorms"].to(self.device).clone()
+        self._tracker.load_state_dict(state["tracker"])
+        self._write_lrs()
+
+    def close(self) -> None:
+        """Remove the optimizer hook (the controller stops seeing gradient norms)."""
+        self._hook.remove()
+
+    def __repr__(self) -> str:
+        return (
+            f"LRController(step={self._t}/{self.total_steps}, lr={self.get_last_lr()}, "
+            f"interval={self.spec.interval}, max_multiplier={self.spec.max_multiplier})"
+        )
+
+
+def trajectory(weights: ControllerWeights, observations: np.ndarray) -> np.ndarray:
+    """Deterministic actions for a batch of raw observations (used by export parity tests)."""
+    return weights.act(torch.as_tensor(observations, dtype=torch.float32)).numpy()

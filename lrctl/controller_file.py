@@ -1,0 +1,191 @@
+"""The controller file: a deterministic policy as plain tensors plus versioned metadata.
+
+Format `lrctl-controller` v1, stored with safetensors (tensors + a string-to-string header, no
+pickle: loading never runs code, DESIGN rule 8):
+
+| tensor              | shape          | meaning                                             |
+| ------------------- | -------------- | --------------------------------------------------- |
+| obs_mean, obs_var   | [OBS_DIM]      | observation normalisation (VecNormalize statistics) |
+| layers.{i}.weight   | [out, in]      | actor MLP, tanh between layers, identity at the end |
+| layers.{i}.bias     | [out]          |                                                     |
+
+| metadata key    | value                                                        |
+| --------------- | ------------------------------------------------------------ |
+| format          | "lrctl-controller"                                           |
+| format_version  | "1"                                                          |
+| feature_version | lrctl.features.FEATURE_VERSION the policy was trained with   |
+| feature_names   | JSON list, checked against lrctl.features.FEATURE_NAMES      |
+| obs_clip        | normalised observations are clipped to [-obs_clip, obs_clip] |
+| obs_epsilon     | added to obs_var before the square root                      |
+| n_layers        | number of linear layers                                      |
+| activation      | "tanh"                                                       |
+| action_spec     | JSON of lrctl.actions.ActionSpec (interval, m_max, LR band)  |
+| provenance      | JSON: training config, timesteps, date, lrctl version        |
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lrctl.actions import ActionSpec
+from lrctl.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM
+
+FORMAT = "lrctl-controller"
+FORMAT_VERSION = 1
+_REQUIRED_META = (
+    "format", "format_version", "feature_version", "feature_names", "obs_clip",
+    "obs_epsilon", "n_layers", "activation", "action_spec",
+)  # fmt: skip
+
+
+class ControllerFileError(ValueError):
+    """A controller file cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class ControllerWeights:
+    """The contents of a controller file, validated."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    obs_mean: torch.Tensor
+    obs_var: torch.Tensor
+    obs_clip: float
+    obs_epsilon: float
+    action_spec: ActionSpec
+    provenance: dict = field(default_factory=dict)
+    feature_version: int = FEATURE_VERSION
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Deterministic action in [-1, 1] for observations [..., OBS_DIM] (float32)."""
+        x = (obs.float() - self.obs_mean) / torch.sqrt(self.obs_var + self.obs_epsilon)
+        x = x.clamp(-self.obs_clip, self.obs_clip)
+        for i, (w, b) in enumerate(self.layers):
+            x = torch.nn.functional.linear(x, w, b)
+            if i < len(self.layers) - 1:
+                x = torch.tanh(x)
+        return x.clamp(-1.0, 1.0)
+
+
+def save_controller(weights: ControllerWeights, path: str | Path) -> Path:
+    """Write a controller file atomically (temp file in the same folder, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {"obs_mean": weights.obs_mean, "obs_var": weights.obs_var}
+    for i, (w, b) in enumerate(weights.layers):
+        tensors[f"layers.{i}.weight"] = w
+        tensors[f"layers.{i}.bias"] = b
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "feature_version": str(weights.feature_version),
+        "feature_names": json.dumps(list(FEATURE_NAMES)),
+        "obs_clip": repr(float(weights.obs_clip)),
+        "obs_epsilon": repr(float(weights.obs_epsilon)),
+        "n_layers": str(len(weights.layers)),
+        "activation": "tanh",
+        "action_spec": json.dumps(weights.action_spec.to_dict()),
+        "provenance": json.dumps(weights.provenance, default=str),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _fail(path: Path, problem: str) -> ControllerFileError:
+    return ControllerFileError(f"{path}: {problem}")
+
+
+def load_controller(path: str | Path) -> ControllerWeights:
+    """Read and validate a controller file. Never unpickles: safetensors only parses a JSON
+    header and raw tensor bytes."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "controller file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise _fail(
+            path,
+            f"not a readable lrctl controller file (expected safetensors, {exc.__class__.__name__}: "
+            f"{exc}); export one with `lrctl export RUN -o FILE`",
+        ) from None
+    missing = [k for k in _REQUIRED_META if k not in meta]
+    if meta.get("format") != FORMAT or missing:
+        raise _fail(
+            path,
+            f"not an lrctl controller file (format={meta.get('format')!r}, missing metadata "
+            f"{missing}); export one with `lrctl export RUN -o FILE`",
+        )
+    if meta["format_version"] != str(FORMAT_VERSION):
+        raise _fail(
+            path,
+            f"controller format version {meta['format_version']} is not supported by this lrctl "
+            f"(it reads version {FORMAT_VERSION}); re-export it with this version of lrctl",
+        )
+    if meta["feature_version"] != str(FEATURE_VERSION) or json.loads(meta["feature_names"]) != list(
+        FEATURE_NAMES
+    ):
+        raise _fail(
+            path,
+            f"controller was trained on feature version {meta['feature_version']} but this lrctl "
+            f"computes feature version {FEATURE_VERSION}; retrain or use a matching lrctl",
+        )
+    try:
+        n_layers = int(meta["n_layers"])
+        layers = [
+            (tensors[f"layers.{i}.weight"], tensors[f"layers.{i}.bias"]) for i in range(n_layers)
+        ]
+        weights = ControllerWeights(
+            layers=[(w.float(), b.float()) for w, b in layers],
+            obs_mean=tensors["obs_mean"].float(),
+            obs_var=tensors["obs_var"].float(),
+            obs_clip=float(meta["obs_clip"]),
+            obs_epsilon=float(meta["obs_epsilon"]),
+            action_spec=ActionSpec.from_dict(json.loads(meta["action_spec"])),
+            provenance=json.loads(meta.get("provenance", "{}")),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise _fail(path, f"controller file is incomplete or inconsistent: {exc}") from None
+    _check_shapes(path, weights)
+    return weights
+
+
+def _check_shapes(path: Path, w: ControllerWeights) -> None:
+    if w.obs_mean.shape != (OBS_DIM,) or w.obs_var.shape != (OBS_DIM,):
+        raise _fail(
+            path,
+            f"observation size {tuple(w.obs_mean.shape)} does not match this lrctl's {OBS_DIM} features",
+        )
+    n_in = OBS_DIM
+    for i, (weight, bias) in enumerate(w.layers):
+        if weight.ndim != 2 or weight.shape[1] != n_in or bias.shape != (weight.shape[0],):
+            raise _fail(path, f"layer {i} has shape {tuple(weight.shape)}, expected [*, {n_in}]")
+        n_in = weight.shape[0]
+    if n_in != 1:
+        raise _fail(path, f"the last layer outputs {n_in} values, expected 1 action")
+    finite = all(torch.isfinite(t).all() for pair in w.layers for t in pair)
+    if not finite or not torch.isfinite(w.obs_mean).all() or not (w.obs_var >= 0).all():
+        raise _fail(path, "controller file holds non-finite weights or negative variances")
+    if not (math.isfinite(w.obs_clip) and w.obs_clip > 0 and w.obs_epsilon >= 0):
+        raise _fail(path, "controller file holds an invalid observation clip or epsilon")

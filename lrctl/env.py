@@ -1,0 +1,324 @@
+"""The Gymnasium environment: control the learning rate of a sampled inner training run."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from lrctl.actions import ActionSpec
+from lrctl.features import CLIP, OBS_DIM, FeatureTracker
+from lrctl.tasks import FAMILIES, RunSpec, Split, Suite, Task, TaskFamily, load_suite
+from lrctl.training import InnerRun
+
+REWARD_BOUND = 7.0
+"""B: log validation losses are clipped to [log V_0 - B, log V_0 + B], so a normal episode's
+return lies in [-B, B]; a diverged episode's return is exactly -(B + 1)."""
+
+DIVERGENCE_RETURN = -(REWARD_BOUND + 1.0)
+"""The return of every diverged episode: below any normal return."""
+
+VAL_SUBSET_SEED = 20_241_125
+"""Seed of the fixed validation subset drawn once per task when the split is larger than
+`max_val_examples` (never an episode seed: every episode of a task sees the same subset)."""
+
+_TASK_CACHE_SIZE = 32
+
+
+def _log(v: float) -> float:
+    """log of a finite, non-negative loss (an exact 0 reads as 1e-30, never -inf)."""
+    return math.log(max(v, 1e-30))
+
+
+class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Learning-rate control of a small training run, one decision every K optimizer steps.
+
+    ## Description
+
+    Each episode samples a task family and a run spec (architecture, batch size, optimizer,
+    base LR, horizon T, seed) from a task suite (`envs/train.toml` by default), builds a fresh
+    model and optimizer, and trains it. Every K inner steps the agent picks a bounded
+    log-multiplier for the learning rate, which is written to every param group. Observations
+    are the scale-free features of `lrctl.features` (DESIGN rule 3), computed by the same
+    `FeatureTracker` the runtime `LRController` uses, so a policy trained here reads the same
+    inputs in a user's loop.
+
+    ## Action Space
+
+    `Box(-1, 1, (1,), float32)`: a in [-1, 1] maps to lr <- lr * m_max ** a (m_max = 2 by
+    default), then the LR is clipped to `lr_band` times the base LR (see
+    `lrctl.actions.ActionSpec`; NaN reads as 0, values outside [-1, 1] are clipped).
+
+    ## Observation Space
+
+    `Box(-10, 10, (13,), float32)`, the features of the block of K steps just run
+    (`lrctl.features.FEATURE_NAMES`, version 1). "loss" of a block is the mean of its per-step
+    log training losses.
+
+    | index | name            | meaning                                                        | range     |
+    | ----- | --------------- | -------------------------------------------------------------- | --------- |
+    | 0     | loss_vs_start   | log(loss / loss of the first block)                            | [-10, 10] |
+    | 1     | loss_vs_best    | log(loss / best block loss so far), >= 0                       | [0, 10]   |
+    | 2     | loss_vs_slow    | log(loss / slow moving average of loss)                        | [-10, 10] |
+    | 3     | loss_trend      | log(fast average / slow average): < 0 while improving         | [-10, 10] |
+    | 4     | loss_change     | log(loss / previous block's loss)                              | [-10, 10] |
+    | 5     | loss_noise      | std of per-step log-loss within the block                      | [0, 10]   |
+    | 6     | loss_slope      | least-squares slope of log-loss over the block, per block      | [-10, 10] |
+    | 7     | gnorm_vs_start  | log(grad norm / grad norm of the first block)                  | [-10, 10] |
+    | 8     | gnorm_vs_slow   | log(grad norm / its slow moving average)                       | [-10, 10] |
+    | 9     | gnorm_noise     | std of per-step log grad norm within the block                 | [0, 10]   |
+    | 10    | log_lr_ratio    | log(current lr / base lr)                                      | [-10, 10] |
+    | 11    | progress        | steps done / total steps                                       | [0, 1]    |
+    | 12    | nonfinite_frac  | fraction of the block's losses that were NaN or inf            | [0, 1]    |
+
+    ## Rewards
+
+    With V the validation loss (measured after every decision's block; test data never enters
+    the reward) and l = clip(log V, log V_0 - B, log V_0 + B), B = 7 (`REWARD_BOUND`):
+    r_t = l_{t-1} - l_t. The return telescopes to log V_0 - l_T, in [-B, B]. On divergence the
+    last reward is chosen so that the episode's return is exactly -(B + 1)
+    (`DIVERGENCE_RETURN`), below any normal return.
+
+    ## Starting State
+
+    A fresh run of the sampled spec (initialisation and batch order fixed by the spec's seed),
+    trained for K steps at its base LR. V_0 is measured after that block, and the first
+    observation holds its features: exactly what the runtime controller sees at its first
+    decision.
+
+    ## Episode End
+
+    The episode ends if either happens:
+
+    1. Termination: the run diverged: a non-finite training loss in the block, any non-finite
+       parameter element (a single NaN counts), or a non-finite validation loss. The returned
+       observation is still finite and inside the space; `info["diverged"]` is True. If the
+       first block (at reset) already diverged, the first `step` terminates without training.
+    2. Truncation: the horizon T of the run spec is reached (the last block may be shorter
+       than K).
+
+    ## Arguments
+
+    ```python
+    import gymnasium as gym
+    import lrctl
+
+    env = gym.make("lrctl/LRControl-v0", suite="train", interval=10, max_multiplier=2.0)
+    obs, info = env.reset(seed=0, options={"family": "digits_mlp"})
+    ```
+
+    - `suite`: a suite path, a name ('train', 'eval') or a loaded `Suite`.
+    - `action_spec`: an `ActionSpec`; or its fields `interval` (K), `max_multiplier` (m_max),
+      `lr_band`, which override the spec's (defaults: K = 10, m_max = 2, band [1e-3, 30]).
+    - `max_val_examples`: validation splits larger than this are replaced by a fixed subset of
+      this size (drawn once per task with `VAL_SUBSET_SEED`); None keeps whole splits.
+    - `device`: where the inner runs train.
+
+    `reset(options=...)` may pin `"spec"` (a `RunSpec`) and/or `"family"` (a family name).
+
+    `info` holds: task, family, optimizer, base_lr, lr (for the block just run), train_loss
+    (the block's mean), val_loss, step, horizon, diverged.
+
+    ## Version History
+
+    - v0: first version (features v1, K = 10, m_max = 2, band [1e-3, 30], B = 7).
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention
+
+    def __init__(
+        self,
+        suite: str | Path | Suite = "train",
+        action_spec: ActionSpec | None = None,
+        *,
+        interval: int | None = None,
+        max_multiplier: float | None = None,
+        lr_band: tuple[float, float] | None = None,
+        max_val_examples: int | None = 512,
+        device: torch.device | str = "cpu",
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError(f"LRControlEnv has no render modes; got render_mode={render_mode!r}")
+        self.suite = suite if isinstance(suite, Suite) else load_suite(suite)
+        spec = action_spec or ActionSpec()
+        overrides = {
+            k: v
+            for k, v in {
+                "interval": interval,
+                "max_multiplier": max_multiplier,
+                "lr_band": None if lr_band is None else tuple(map(float, lr_band)),
+            }.items()
+            if v is not None
+        }
+        self.action_spec = replace(spec, **overrides) if overrides else spec
+        if max_val_examples is not None and max_val_examples < 1:
+            raise ValueError(f"max_val_examples must be >= 1 or None, got {max_val_examples}")
+        self.max_val_examples = max_val_examples
+        self.device = torch.device(device)
+        self.render_mode = render_mode
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.observation_space = spaces.Box(-CLIP, CLIP, (OBS_DIM,), np.float32)
+
+        self._tasks: OrderedDict[tuple, Task] = OrderedDict()
+        self.family: TaskFamily | None = None
+        self.spec: RunSpec | None = None
+        self.run: InnerRun | None = None
+        self.tracker = FeatureTracker(1, self.device)
+        self._log_v0 = 0.0
+        self._log_v = 0.0  # clipped log validation loss at the last decision
+        self._return = 0.0
+        self._diverged = False
+        self._done = True
+        self._obs = np.zeros(OBS_DIM, np.float32)
+
+    # --- episode -------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.family, self.spec = self._draw(options or {})
+        if self.spec.steps <= self.action_spec.interval:
+            raise ValueError(
+                f"the run's horizon ({self.spec.steps} steps) must exceed the decision interval "
+                f"K = {self.action_spec.interval}; use longer horizons or a smaller interval"
+            )
+        task = self._task(self.family, self.spec)
+        self.run = InnerRun(
+            task,
+            self.spec.optimizer,
+            self.spec.base_lr,
+            capacity=self.spec.steps,
+            seed=self.spec.seed,
+            device=self.device,
+        )
+        self.tracker.reset()
+        self._return = 0.0
+        self._done = False
+        # The first block runs at the base LR, as in the runtime controller.
+        obs, train_loss, val_loss, diverged = self._block()
+        self._diverged = diverged
+        self._log_v0 = _log(val_loss) if not diverged else 0.0
+        self._log_v = self._log_v0
+        self._obs = obs
+        return obs, self._info(train_loss, val_loss)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.run is None or self.spec is None or self._done:
+            raise RuntimeError("the episode is over (or never started); call reset() first")
+        if self._diverged:  # the first block, at reset, already diverged
+            self._done = True
+            reward = DIVERGENCE_RETURN - self._return
+            self._return = DIVERGENCE_RETURN
+            return self._obs, float(reward), True, False, self._info(math.nan, math.inf)
+
+        a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
+        run = self.run
+        run.set_lr(self.action_spec.next_lr(run.lr, run.base_lr, a))
+        obs, train_loss, val_loss, diverged = self._block()
+        self._obs = obs
+        if diverged:
+            self._diverged = True
+            reward = DIVERGENCE_RETURN - self._return
+        else:
+            log_v = min(
+                max(math.log(val_loss), self._log_v0 - REWARD_BOUND), self._log_v0 + REWARD_BOUND
+            )
+            reward = self._log_v - log_v
+            self._log_v = log_v
+        self._return += reward
+        truncated = not diverged and run.t >= self.spec.steps
+        self._done = diverged or truncated
+        return obs, float(reward), diverged, truncated, self._info(train_loss, val_loss)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _block(self) -> tuple[np.ndarray, float, float, bool]:
+        """Run K steps at the current LR; return (observation, block train loss, val loss,
+        diverged). One host read for the block's stats, one for the validation loss."""
+        run, spec = self.run, self.spec
+        assert run is not None and spec is not None
+        start = run.t
+        losses, gnorms = run.advance(self.action_spec.interval)
+        log_ratio = torch.tensor([math.log(run.lr / run.base_lr)], device=self.device)
+        progress = torch.tensor([run.t / spec.steps], device=self.device)
+        feats = self.tracker.update(losses[None], gnorms[None], log_ratio, progress)
+        stats = torch.cat([feats[0], losses.mean()[None]]).cpu().numpy()
+        diverged = run.check_block(start)
+        obs = stats[:OBS_DIM].astype(np.float32)
+        train_loss = float(stats[OBS_DIM])
+        if diverged:
+            return obs, train_loss, math.inf, True
+        val_loss, _ = run.evaluate("val")
+        if not math.isfinite(val_loss):
+            run.diverged_at = run.t - 1
+            return obs, train_loss, val_loss, True
+        return obs, train_loss, val_loss, False
+
+    def _draw(self, options: dict) -> tuple[TaskFamily, RunSpec]:
+        unknown = sorted(set(options) - {"spec", "family"})
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; allowed: 'spec', 'family'")
+        spec: RunSpec | None = options.get("spec")
+        name: str | None = options.get("family")
+        if spec is not None:
+            if name is not None and name != spec.family:
+                raise ValueError(
+                    f"options 'family'={name!r} and 'spec' (family {spec.family!r}) disagree; "
+                    "pass one of them"
+                )
+            if spec.family in self.suite.family_names:
+                return self.suite.family(spec.family), spec
+            if spec.family not in FAMILIES:
+                raise ValueError(
+                    f"spec.family {spec.family!r} is unknown; choose one of: {', '.join(FAMILIES)}"
+                )
+            return FAMILIES[spec.family](), spec
+        if name is not None:
+            family = self.suite.family(name)
+            return family, family.sample(self.np_random)
+        return self.suite.sample(self.np_random)
+
+    def _task(self, family: TaskFamily, spec: RunSpec) -> Task:
+        """The task for `spec`, with its validation subset. Builds depend only on the family,
+        architecture and batch size (the seed, optimizer and LR act in the training loop), so
+        built tasks are cached by those."""
+        key = (family.name, spec.batch_size, tuple(sorted(spec.arch.items())))
+        task = self._tasks.get(key)
+        if task is None:
+            task = family.build(spec)
+            n = self.max_val_examples
+            if n is not None and len(task.val) > n:
+                gen = torch.Generator().manual_seed(VAL_SUBSET_SEED)
+                idx = torch.randperm(len(task.val), generator=gen)[:n].sort().values
+                idx = idx.to(task.val.x.device)
+                task = replace(task, val=Split(task.val.x[idx], task.val.y[idx]))
+            self._tasks[key] = task
+            if len(self._tasks) > _TASK_CACHE_SIZE:
+                self._tasks.popitem(last=False)
+        else:
+            self._tasks.move_to_end(key)
+        return replace(task, name=spec.describe())
+
+    def _info(self, train_loss: float, val_loss: float) -> dict:
+        run, spec = self.run, self.spec
+        assert run is not None and spec is not None
+        return {
+            "task": spec.describe(),
+            "family": spec.family,
+            "optimizer": spec.optimizer,
+            "base_lr": run.base_lr,
+            "lr": run.lr,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "step": run.t,
+            "horizon": spec.steps,
+            "diverged": self._diverged,
+        }

@@ -1,0 +1,82 @@
+"""`lrctl export RUN -o FILE`: a trained PPO run -> a standalone controller file.
+
+The deterministic policy (the Gaussian's mean, clipped to [-1, 1] as SB3's predict does) is
+copied as plain tensors; VecNormalize's observation statistics travel with it, so the runtime
+applies exactly what SB3 applied in training.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import pickle
+from pathlib import Path
+
+import torch
+from stable_baselines3 import PPO
+
+from lrctl import __version__
+from lrctl.controller_file import ControllerWeights, save_controller
+from lrctl.ppo import TrainConfig, latest_checkpoint
+
+
+def policy_layers(model: PPO) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of the actor MLP and the action head, in order (tanh in between)."""
+    policy = model.policy
+    acts = [m for m in policy.mlp_extractor.policy_net if not isinstance(m, torch.nn.Linear)]
+    if any(not isinstance(a, torch.nn.Tanh) for a in acts):
+        raise ValueError("only tanh actor networks can be exported (TrainConfig uses tanh)")
+    linears = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
+    linears.append(policy.action_net)
+    return [(m.weight.detach().clone(), m.bias.detach().clone()) for m in linears]
+
+
+def weights_from_model(
+    model: PPO, vecnormalize, cfg: TrainConfig, provenance: dict
+) -> ControllerWeights:
+    rms = vecnormalize.obs_rms
+    return ControllerWeights(
+        layers=policy_layers(model),
+        obs_mean=torch.as_tensor(rms.mean, dtype=torch.float32),
+        obs_var=torch.as_tensor(rms.var, dtype=torch.float32),
+        obs_clip=float(vecnormalize.clip_obs),
+        obs_epsilon=float(vecnormalize.epsilon),
+        action_spec=cfg.action_spec,
+        provenance=provenance,
+    )
+
+
+def _model_folder(run_dir: Path) -> Path:
+    final = run_dir / "final"
+    if (final / "model.zip").is_file():
+        return final
+    latest = latest_checkpoint(run_dir)
+    if latest is not None and (latest / "model.zip").is_file():
+        return latest
+    raise ValueError(
+        f"{run_dir}: no trained model found (neither final/ nor a checkpoint); run `lrctl train` first"
+    )
+
+
+def export_run(run_dir: str | Path, out: str | Path) -> Path:
+    """Export the final model of a run (or its latest checkpoint) to a controller file."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ValueError(f"{run_dir}: not an lrctl training run (no config.json)")
+    cfg = TrainConfig.load(run_dir / "config.json")
+    folder = _model_folder(run_dir)
+    model = PPO.load(folder / "model.zip", device="cpu")
+    # Our own checkpoint, written by lrctl train (VecNormalize.save pickles); controller files
+    # themselves never contain pickle.
+    with open(folder / "vecnormalize.pkl", "rb") as f:
+        vecnormalize = pickle.load(f)  # noqa: S301
+    state = json.loads((folder / "state.json").read_text())
+    provenance = {
+        "config": json.loads(cfg.to_json()),
+        "timesteps": int(state["num_timesteps"]),
+        "wall_time_s": state.get("wall_time_s"),
+        "checkpoint": folder.name,
+        "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "lrctl_version": __version__,
+    }
+    return save_controller(weights_from_model(model, vecnormalize, cfg, provenance), out)

@@ -1,0 +1,408 @@
+"""Meta-training: Stable-Baselines3 PPO on LRControl-v0 over the train suite.
+
+Read top to bottom: `TrainConfig` (every field documented), `make_training_env` (SubprocVecEnv +
+VecNormalize), the two callbacks lrctl adds to SB3 (atomic checkpoints, evaluation on the
+held-out suite), and `train()`. A run folder holds:
+
+    config.json                  the TrainConfig
+    logs/progress.csv, events.*  SB3's CSV and TensorBoard logs (train/*, rollout/*, eval/*)
+    eval.csv                     one row per evaluation on the eval suite
+    checkpoints/step-N/          model.zip + vecnormalize.pkl, written to a temp dir then renamed
+    checkpoints/latest.json      {"step": N, "path": ...}, replaced atomically after each save
+    final/                       the same pair at the end of training
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor, VecNormalize
+
+from lrctl.actions import ActionSpec
+
+CONFIG_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything `lrctl train` needs; saved as config.json in the run folder."""
+
+    suite: str = "train"
+    """Suite the agent trains on (path or 'train'/'eval' for envs/<name>.toml)."""
+    eval_suite: str = "eval"
+    """Held-out suite for periodic evaluation (never used for training)."""
+    total_timesteps: int = 200_000
+    """PPO timesteps = controller decisions (each decision is `interval` inner steps)."""
+    n_envs: int = 0
+    """Parallel environments (SubprocVecEnv); 0 means one per CPU core."""
+    seed: int = 0
+    """Seed of PPO and of the environments (env i gets seed + i)."""
+    interval: int = 10
+    """K: inner optimizer steps per decision."""
+    max_multiplier: float = 2.0
+    """m_max: an action of +-1 multiplies or divides the LR by this."""
+    lr_band: tuple[float, float] = (1e-3, 30.0)
+    """The LR stays within this band times the base LR."""
+    n_steps: int = 512
+    """Rollout length per environment between PPO updates."""
+    batch_size: int = 256
+    """PPO minibatch size."""
+    n_epochs: int = 10
+    """PPO epochs per update."""
+    learning_rate: float = 3e-4
+    """Adam learning rate of the PPO networks."""
+    gamma: float = 0.99
+    """Discount over decisions."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_range: float = 0.2
+    """PPO clipping."""
+    ent_coef: float = 0.0
+    """Entropy bonus."""
+    log_std_init: float = -1.0
+    """Initial log std of the Gaussian policy (actions live in [-1, 1])."""
+    net_arch: tuple[int, ...] = (64, 64)
+    """Hidden layers of the policy and value networks (tanh)."""
+    clip_obs: float = 10.0
+    """VecNormalize clip on normalised observations."""
+    checkpoint_every: int = 20_000
+    """Save a checkpoint every this many timesteps."""
+    eval_every: int = 20_000
+    """Evaluate on the eval suite every this many timesteps (0 disables)."""
+    eval_episodes: int = 8
+    """Episodes per evaluation (fixed seeds, deterministic policy)."""
+    version: int = CONFIG_VERSION
+    """Config format version."""
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        return ActionSpec(self.interval, self.max_multiplier, tuple(self.lr_band))
+
+    def resolved_n_envs(self) -> int:
+        return self.n_envs or max(1, os.cpu_count() or 1)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field and what is allowed."""
+        for name in (
+            "total_timesteps",
+            "n_steps",
+            "batch_size",
+            "n_epochs",
+            "interval",
+            "checkpoint_every",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"config field {name} must be positive, got {getattr(self, name)}")
+        for name in ("n_envs", "eval_every", "eval_episodes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"config field {name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError("config fields gamma and gae_lambda must lie in (0, 1] and [0, 1]")
+        self.action_spec  # validates interval, max_multiplier and lr_band  # noqa: B018
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown config field {unknown[0]!r}; allowed fields: {', '.join(sorted(known))}"
+            )
+        data = dict(data)
+        for key in ("lr_band", "net_arch"):
+            if key in data:
+                data[key] = tuple(data[key])
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        return cls.from_dict(data, str(path))
+
+
+def _env_factory(suite: str, spec: ActionSpec, seed: int):
+    def make():
+        torch.set_num_threads(1)  # one core per env process; PPO's update runs in the parent
+        import lrctl.env
+
+        env = lrctl.env.LRControlEnv(suite=suite, action_spec=spec)
+        env.reset(seed=seed)
+        return env
+
+    return make
+
+
+def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize:
+    """n_envs copies of the env (separate processes by default), monitored and normalised."""
+    factories = [
+        _env_factory(cfg.suite, cfg.action_spec, cfg.seed + i) for i in range(cfg.resolved_n_envs())
+    ]
+    venv = (
+        SubprocVecEnv(factories, start_method="spawn")
+        if subprocess and len(factories) > 1
+        else DummyVecEnv(factories)
+    )
+    venv.seed(cfg.seed)
+    return VecNormalize(
+        VecMonitor(venv), norm_obs=True, norm_reward=True, clip_obs=cfg.clip_obs, gamma=cfg.gamma
+    )
+
+
+def _atomic_dir_save(model: PPO, venv: VecNormalize, target: Path) -> None:
+    """Write model.zip + vecnormalize.pkl into a temp folder, then rename it into place."""
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save(tmp / "model.zip")
+    venv.save(str(tmp / "vecnormalize.pkl"))
+    (tmp / "state.json").write_text(json.dumps({"num_timesteps": int(model.num_timesteps)}))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class AtomicCheckpoint(BaseCallback):
+    """Every `every` timesteps: policy + normalisation statistics saved together, atomically."""
+
+    def __init__(self, run_dir: Path, every: int, keep: int = 2) -> None:
+        super().__init__()
+        self.dir = run_dir / "checkpoints"
+        self.every, self.keep = every, keep
+        self._next = every
+
+    def _on_training_start(self) -> None:
+        self._next = (self.model.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.model.num_timesteps >= self._next:
+            self.save()
+            self._next += self.every
+        return True
+
+    def save(self) -> Path:
+        step = int(self.model.num_timesteps)
+        target = self.dir / f"step-{step:09d}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _atomic_dir_save(self.model, self.model.get_env(), target)
+        _write_json_atomic(self.dir / "latest.json", {"step": step, "path": target.name})
+        for old in sorted(self.dir.glob("step-*"))[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+
+@dataclass
+class EvalResult:
+    step: int
+    mean_return: float
+    std_return: float
+    diverge_rate: float
+    mean_final_lr_ratio: float
+    returns: list[float] = field(default_factory=list)
+
+
+def evaluate_on_suite(
+    model: PPO, obs_rms, cfg: TrainConfig, episodes: int, seed: int = 10_000
+) -> EvalResult:
+    """Deterministic episodes on the eval suite with fixed seeds, observations normalised with
+    the training statistics (frozen). Returns raw (unnormalised) returns."""
+    import lrctl.env
+
+    env = lrctl.env.LRControlEnv(suite=cfg.eval_suite, action_spec=cfg.action_spec)
+    returns, diverged, ratios = [], [], []
+    for ep in range(episodes):
+        obs, info = env.reset(seed=seed + ep)
+        total, done = 0.0, False
+        while not done:
+            norm = np.clip(
+                (obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -cfg.clip_obs, cfg.clip_obs
+            )
+            action, _ = model.predict(norm.astype(np.float32), deterministic=True)
+            obs, reward, terminated, truncated, info = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+        diverged.append(bool(info.get("diverged", False)))
+        ratios.append(float(info["lr"]) / float(info["base_lr"]))
+    env.close()
+    return EvalResult(
+        step=int(model.num_timesteps),
+        mean_return=float(np.mean(returns)),
+        std_return=float(np.std(returns)),
+        diverge_rate=float(np.mean(diverged)),
+        mean_final_lr_ratio=float(np.exp(np.mean(np.log(ratios)))),
+        returns=returns,
+    )
+
+
+class SuiteEvaluation(BaseCallback):
+    """Every `every` timesteps: mean return and divergence rate on the held-out suite."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+        super().__init__()
+        self.cfg, self.path = cfg, run_dir / "eval.csv"
+        self._next = cfg.eval_every
+        self.results: list[EvalResult] = []
+
+    def _on_training_start(self) -> None:
+        self._next = (self.model.num_timesteps // self.cfg.eval_every + 1) * self.cfg.eval_every
+
+    def _on_step(self) -> bool:
+        if self.model.num_timesteps >= self._next:
+            self.run()
+            self._next += self.cfg.eval_every
+        return True
+
+    def run(self) -> EvalResult:
+        res = evaluate_on_suite(
+            self.model, self.model.get_env().obs_rms, self.cfg, self.cfg.eval_episodes
+        )
+        self.results.append(res)
+        self.logger.record("eval/mean_return", res.mean_return)
+        self.logger.record("eval/diverge_rate", res.diverge_rate)
+        self.logger.record("eval/final_lr_ratio", res.mean_final_lr_ratio)
+        new = not self.path.exists()
+        with self.path.open("a") as f:
+            if new:
+                f.write("step,mean_return,std_return,diverge_rate,final_lr_ratio\n")
+            f.write(
+                f"{res.step},{res.mean_return:.5f},{res.std_return:.5f},{res.diverge_rate:.4f},{res.mean_final_lr_ratio:.4f}\n"
+            )
+        return res
+
+
+class ControlMetrics(BaseCallback):
+    """Logs ctrl/* from the env infos: LR relative to base, and the divergence rate of episodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ratios: list[float] = []
+        self._ends: list[bool] = []
+
+    def _on_step(self) -> bool:
+        for info, done in zip(self.locals["infos"], self.locals["dones"], strict=False):
+            if "lr" in info and info.get("base_lr"):
+                self._ratios.append(float(info["lr"]) / float(info["base_lr"]))
+            if done:
+                self._ends.append(bool(info.get("diverged", False)))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self._ratios:
+            self.logger.record(
+                "ctrl/lr_ratio_geomean", float(np.exp(np.mean(np.log(self._ratios))))
+            )
+        if self._ends:
+            self.logger.record("ctrl/diverge_rate", float(np.mean(self._ends)))
+        self._ratios, self._ends = [], []
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = run_dir / "checkpoints" / "latest.json"
+    if not pointer.is_file():
+        return None
+    return run_dir / "checkpoints" / json.loads(pointer.read_text())["path"]
+
+
+def train(
+    cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress_bar: bool = True
+) -> Path:
+    """Train (or resume) a PPO controller in `run_dir`; returns the folder of the final model."""
+    cfg.validate()
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if resume:
+        if not config_path.is_file():
+            raise ValueError(
+                f"{run_dir}: nothing to resume (no config.json); start it without --resume"
+            )
+        cfg = TrainConfig.load(config_path)
+    elif config_path.exists():
+        raise ValueError(
+            f"{run_dir}: a run already exists here; pass --resume to continue it or choose another --run-dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _write_json_atomic(config_path, json.loads(cfg.to_json()))
+    torch.set_num_threads(1)
+    venv = make_training_env(cfg)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        venv = VecNormalize.load(str(checkpoint / "vecnormalize.pkl"), venv.venv)
+        model = PPO.load(checkpoint / "model.zip", env=venv, device="cpu")
+    else:
+        model = PPO(
+            "MlpPolicy",
+            venv,
+            n_steps=cfg.n_steps,
+            batch_size=cfg.batch_size,
+            n_epochs=cfg.n_epochs,
+            learning_rate=cfg.learning_rate,
+            gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda,
+            clip_range=cfg.clip_range,
+            ent_coef=cfg.ent_coef,
+            policy_kwargs={
+                "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
+                "activation_fn": torch.nn.Tanh,
+                "log_std_init": cfg.log_std_init,
+            },
+            seed=cfg.seed,
+            device="cpu",
+            verbose=0,
+        )
+    model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"]))
+    checkpointer = AtomicCheckpoint(run_dir, cfg.checkpoint_every)
+    callbacks: list[BaseCallback] = [checkpointer, ControlMetrics()]
+    if cfg.eval_every:
+        callbacks.append(SuiteEvaluation(cfg, run_dir))
+    remaining = cfg.total_timesteps - model.num_timesteps
+    start = time.perf_counter()
+    try:
+        if remaining > 0:
+            model.learn(
+                total_timesteps=remaining,
+                callback=CallbackList(callbacks),
+                reset_num_timesteps=checkpoint is None,
+                progress_bar=progress_bar,
+            )
+        final = run_dir / "final"
+        _atomic_dir_save(model, venv, final)
+        state = json.loads((final / "state.json").read_text())
+        state["wall_time_s"] = time.perf_counter() - start + _previous_wall_time(run_dir)
+        _write_json_atomic(final / "state.json", state)
+        _write_json_atomic(run_dir / "wall_time.json", {"wall_time_s": state["wall_time_s"]})
+    finally:
+        venv.close()
+    return final
+
+
+def _previous_wall_time(run_dir: Path) -> float:
+    path = run_dir / "wall_time.json"
+    return float(json.loads(path.read_text())["wall_time_s"]) if path.is_file() else 0.0

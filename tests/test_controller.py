@@ -1,0 +1,193 @@
+"""LRController: trajectory tables, every param group, resume, non-finite losses, standalone."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lrctl.actions import ActionSpec
+from lrctl.controller import LRController
+from tests.helpers import constant_policy, random_policy, tiny_regression
+
+
+def run_loop(optimizer_name: str, weights, steps: int, zero_after_step: bool = False, losses=None):
+    model, x, y = tiny_regression()
+    opt = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2),
+        "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-3),
+        "adagrad": lambda p: torch.optim.Adagrad(p, lr=1e-2),
+    }[optimizer_name](model.parameters())
+    sched = LRController(opt, total_steps=steps, controller=weights)
+    lrs = []
+    for t in range(steps):
+        if not zero_after_step:
+            opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        if zero_after_step:
+            opt.zero_grad()
+        sched.step(loss if losses is None else losses[t])
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs, sched, opt
+
+
+def test_constant_up_policy_trajectory_table():
+    # interval 4, m_max 2, band [0.25, 4] x base 0.1: doubles every 4 steps until 0.4.
+    lrs, sched, _ = run_loop("sgd", constant_policy(1.0), steps=14)
+    expected = [0.1] * 3 + [0.2] * 4 + [0.4] * 4 + [0.4] * 3
+    assert lrs == pytest.approx(expected)
+    assert sched.get_last_lr() == pytest.approx([0.4])
+
+
+def test_half_down_policy_trajectory_table():
+    # action -0.5 -> x 2**-0.5 per decision; floor 0.25 x base.
+    lrs, _, _ = run_loop("sgd", constant_policy(-0.5), steps=20)
+    r = 2**-0.5
+    expected = (
+        [0.1] * 3 + [0.1 * r] * 4 + [0.1 * r**2] * 4 + [0.1 * r**3] * 4 + [0.1 * r**4] * 4 + [0.025]
+    )
+    assert lrs == pytest.approx(expected)
+
+
+def test_every_param_group_scaled_from_its_own_base():
+    model, x, y = tiny_regression()
+    opt = torch.optim.SGD(
+        [
+            {"params": model[0].parameters(), "lr": 0.1},
+            {"params": model[2].parameters(), "lr": 0.01},
+        ],
+        momentum=0.9,
+    )
+    sched = LRController(opt, total_steps=8, controller=constant_policy(1.0))
+    for _ in range(8):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        sched.step(loss)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.4, 0.04])
+    assert sched.get_last_lr() == pytest.approx([0.4, 0.04])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+def test_runs_with_each_optimizer_and_lrs_stay_in_band(name):
+    weights = random_policy(1)
+    lrs, sched, _ = run_loop(name, weights, steps=60)
+    base = sched.base_lrs[0]
+    lo, hi = weights.action_spec.lr_band
+    assert all(
+        math.isfinite(v) and base * lo * (1 - 1e-9) <= v <= base * hi * (1 + 1e-9) for v in lrs
+    )
+    assert len(set(lrs)) > 1  # the random policy does change the LR
+
+
+def test_grad_norm_captured_whether_or_not_grads_are_zeroed_after_step():
+    weights = random_policy(2)
+    lrs_a, sched_a, _ = run_loop("sgd", weights, steps=30, zero_after_step=False)
+    lrs_b, _sched_b, _ = run_loop("sgd", weights, steps=30, zero_after_step=True)
+    assert lrs_a == pytest.approx(lrs_b)
+    assert torch.all(sched_a._gnorms > 0)
+
+
+def test_gradient_norm_matches_clip_grad_norm():
+    model, x, y = tiny_regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = LRController(opt, total_steps=10, controller=constant_policy(0.0))
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    expected = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+    opt.step()
+    sched.step(loss)
+    assert float(sched._gnorms[0]) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_state_dict_resume_gives_identical_trajectory():
+    weights = random_policy(3)
+    full, _, _ = run_loop("adam", weights, steps=50)
+
+    model, x, y = tiny_regression()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = LRController(opt, total_steps=50, controller=weights)
+    lrs = []
+    for t in range(50):
+        if t == 23:  # "kill" mid-block and resume into fresh objects
+            saved_model, saved_opt, saved_sched = (
+                {k: v.clone() for k, v in model.state_dict().items()},
+                opt.state_dict(),
+                sched.state_dict(),
+            )
+            model, x, y = tiny_regression()
+            model.load_state_dict(saved_model)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+            opt.load_state_dict(saved_opt)
+            sched = LRController(opt, total_steps=50, controller=weights)
+            sched.load_state_dict(saved_sched)
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        sched.step(loss)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == pytest.approx(full, rel=1e-6)
+
+
+def test_nonfinite_loss_cuts_and_holds():
+    # A policy that always wants to raise the LR; a NaN in the second block forces a cut,
+    # then the LR may not rise for `hold` (3) decisions.
+    spec = ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.01, 100.0))
+    losses = [1.0] * 4 + [1.0, float("nan"), 1.0, 1.0] + [1.0] * 20
+    lrs, _sched, _ = run_loop("sgd", constant_policy(1.0, spec), steps=28, losses=losses)
+    after_each_decision = lrs[3::4]  # lrs[t] is the LR in force after step t
+    assert after_each_decision == pytest.approx([0.2, 0.1, 0.1, 0.1, 0.1, 0.2, 0.4])
+    assert all(math.isfinite(v) for v in lrs)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 0.0, -5.0, 1e30, 1e-30])
+def test_bad_losses_never_give_a_bad_lr(bad):
+    weights = random_policy(4)
+    losses = [bad] * 40
+    lrs, _sched, _ = run_loop("sgd", weights, steps=40, losses=losses)
+    lo, hi = weights.action_spec.lr_band
+    assert all(math.isfinite(v) and 0.1 * lo * 0.999 <= v <= 0.1 * hi * 1.001 for v in lrs)
+
+
+def test_invalid_arguments_are_clear():
+    model, _, _ = tiny_regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="total_steps must be a positive integer"):
+        LRController(opt, total_steps=0, controller=constant_policy(0.0))
+    with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer"):
+        LRController(model, total_steps=10, controller=constant_policy(0.0))
+
+
+def test_runtime_imports_without_gymnasium_or_sb3():
+    code = (
+        "import sys\n"
+        "sys.modules['gymnasium'] = None\n"
+        "sys.modules['stable_baselines3'] = None\n"
+        "import torch\n"
+        "from lrctl import LRController\n"
+        "from tests.helpers import constant_policy\n"
+        "m = torch.nn.Linear(3, 1)\n"
+        "opt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "s = LRController(opt, total_steps=8, controller=constant_policy(1.0))\n"
+        "for _ in range(8):\n"
+        "    opt.zero_grad(); loss = m(torch.ones(2, 3)).pow(2).mean(); loss.backward(); opt.step(); s.step(loss)\n"
+        "assert 'gymnasium' not in [k for k, v in sys.modules.items() if v is not None]\n"
+        "assert not any(k.startswith('stable_baselines3') and v is not None for k, v in sys.modules.items())\n"
+        "print(round(opt.param_groups[0]['lr'], 6))\n"
+    )
+    repo_root = Path(__file__).resolve().parents[1]  # so that `tests.helpers` imports
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0.4"
