@@ -1,0 +1,160 @@
+"""Export: SB3 PPO + VecNormalize -> controller file, parity with model.predict, safe loading."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from lrctl.controller_file import ControllerFileError, load_controller, save_controller
+from lrctl.export import export_run
+from lrctl.features import CLIP, OBS_DIM
+from lrctl.ppo import TrainConfig, _atomic_dir_save
+from tests.helpers import random_policy
+
+
+class RandomObsEnv(gym.Env):
+    """Same spaces as LRControl-v0; observations drawn at random, reward = -action^2."""
+
+    observation_space = gym.spaces.Box(-CLIP, CLIP, (OBS_DIM,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def _obs(self):
+        scale = np.linspace(0.1, 3.0, OBS_DIM)
+        return (
+            (self.np_random.standard_normal(OBS_DIM) * scale + 1.0)
+            .clip(-CLIP, CLIP)
+            .astype(np.float32)
+        )
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), -float(action[0] ** 2), False, self.t >= 20, {}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(n_steps=64, batch_size=32, n_epochs=2, total_timesteps=128, n_envs=1)
+    venv = VecNormalize(DummyVecEnv([RandomObsEnv]), clip_obs=cfg.clip_obs)
+    model = PPO(
+        "MlpPolicy", venv, n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu",
+        policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "activation_fn": torch.nn.Tanh},
+    )  # fmt: skip
+    model.learn(128)
+    (run / "config.json").write_text(cfg.to_json())
+    _atomic_dir_save(model, venv, run / "final")
+    return run, model, venv
+
+
+def test_export_parity_with_sb3_predict(trained_run, tmp_path):
+    run, model, venv = trained_run
+    path = export_run(run, tmp_path / "c.safetensors")
+    weights = load_controller(path)
+    rng = np.random.default_rng(0)
+    obs = (rng.standard_normal((256, OBS_DIM)) * 3).clip(-CLIP, CLIP).astype(np.float32)
+    sb3_actions, _ = model.predict(venv.normalize_obs(obs), deterministic=True)
+    ours = weights.act(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(ours, sb3_actions, atol=1e-5)
+    assert weights.provenance["timesteps"] == model.num_timesteps
+    assert weights.provenance["config"]["n_steps"] == 64
+
+
+def test_round_trip_preserves_weights(tmp_path):
+    w = random_policy(0)
+    loaded = load_controller(save_controller(w, tmp_path / "w.safetensors"))
+    obs = torch.randn(10, OBS_DIM)
+    assert torch.allclose(w.act(obs), loaded.act(obs))
+    assert loaded.action_spec == w.action_spec
+
+
+def _rewrite_meta(src, dst, **changes):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), "pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta.update(changes)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+@pytest.fixture
+def good_file(tmp_path):
+    return save_controller(random_policy(0), tmp_path / "good.safetensors")
+
+
+def test_truncated_file(good_file, tmp_path):
+    bad = tmp_path / "trunc.safetensors"
+    bad.write_bytes(good_file.read_bytes()[:100])
+    with pytest.raises(ControllerFileError, match=r"trunc\.safetensors: not a readable"):
+        load_controller(bad)
+
+
+def test_random_bytes(tmp_path):
+    bad = tmp_path / "rand.safetensors"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ControllerFileError, match=r"rand\.safetensors"):
+        load_controller(bad)
+
+
+def test_wrong_format_version(good_file, tmp_path):
+    bad = _rewrite_meta(good_file, tmp_path / "v9.safetensors", format_version="9")
+    with pytest.raises(ControllerFileError, match="format version 9 is not supported"):
+        load_controller(bad)
+
+
+def test_wrong_feature_version(good_file, tmp_path):
+    bad = _rewrite_meta(good_file, tmp_path / "f.safetensors", feature_version="0")
+    with pytest.raises(ControllerFileError, match="feature version 0"):
+        load_controller(bad)
+
+
+def test_wrong_observation_size(tmp_path):
+    w = random_policy(0)
+    w.obs_mean, w.obs_var = torch.zeros(OBS_DIM + 2), torch.ones(OBS_DIM + 2)
+    w.layers[0] = (torch.zeros(8, OBS_DIM + 2), torch.zeros(8))
+    path = save_controller(w, tmp_path / "size.safetensors")
+    with pytest.raises(ControllerFileError, match="observation size"):
+        load_controller(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ControllerFileError, match="not found"):
+        load_controller(tmp_path / "nope.safetensors")
+
+
+class _Boom:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned-by-pickle",))
+
+
+def test_pickle_payload_is_not_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "evil.safetensors"
+    bad.write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(ControllerFileError, match=r"evil\.safetensors"):
+        load_controller(bad)
+    assert not (tmp_path / "pwned-by-pickle").exists()
+
+
+def test_export_needs_a_run(tmp_path):
+    with pytest.raises(ValueError, match="not an lrctl training run"):
+        export_run(tmp_path, tmp_path / "x.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({}))
+    with pytest.raises(ValueError, match="no trained model found"):
+        export_run(tmp_path, tmp_path / "x.safetensors")
