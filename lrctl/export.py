@@ -69,7 +69,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
     # Our own checkpoint, written by lrctl train (VecNormalize.save pickles); controller files
     # themselves never contain pickle.
     with open(folder / "vecnormalize.pkl", "rb") as f:
-        vecnormalize = pickle.load(f)  # noqa: S301
+        vecnormalize = pickle.load(f)
     state = json.loads((folder / "state.json").read_text())
     provenance = {
         "config": json.loads(cfg.to_json()),

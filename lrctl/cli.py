@@ -1,0 +1,204 @@
+"""The `lrctl` command line: train, export, demo, info (bench arrives with its issue).
+
+User mistakes (unknown names, bad files, bad numbers) print one line `lrctl: error: ...` and
+exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; shown as one line, exit status 2."""
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from lrctl.ppo import TrainConfig, train
+
+    if args.resume:
+        if args.run_dir is None:
+            raise UserError("--resume needs --run-dir RUN (the folder of the run to continue)")
+        cfg = TrainConfig()
+    else:
+        cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
+        overrides = {
+            "suite": args.suite,
+            "eval_suite": args.eval_suite,
+            "total_timesteps": args.timesteps,
+            "n_envs": args.n_envs,
+            "seed": args.seed,
+        }
+        data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
+        cfg = TrainConfig.from_dict(data, "command line")
+        from lrctl.tasks import load_suite
+
+        load_suite(cfg.suite), load_suite(cfg.eval_suite)  # fail fast on a bad suite
+    run_dir = Path(args.run_dir or f"runs/{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    print(f"lrctl train: run folder {run_dir}")
+    final = train(cfg, run_dir, resume=args.resume, progress_bar=not args.no_progress)
+    _print_train_summary(run_dir, final)
+
+
+def _print_train_summary(run_dir: Path, final: Path) -> None:
+    import json
+
+    state = json.loads((final / "state.json").read_text())
+    print(
+        f"\ndone: {state['num_timesteps']} timesteps in {state.get('wall_time_s', 0) / 60:.1f} min"
+    )
+    eval_csv = run_dir / "eval.csv"
+    if eval_csv.is_file():
+        import pandas as pd
+
+        ev = pd.read_csv(eval_csv)
+        print("evaluation on the held-out suite (deterministic policy):")
+        print(ev.to_string(index=False))
+    print(f"export it with: lrctl export {run_dir} -o {run_dir}/controller.safetensors")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from lrctl.export import export_run
+
+    out = export_run(args.run, args.output)
+    print(f"wrote {out}")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    import json
+
+    from lrctl.controller_file import load_controller
+    from lrctl.resources import DEFAULT_CONTROLLER, data_path
+
+    path = Path(args.controller) if args.controller else data_path(DEFAULT_CONTROLLER)
+    w = load_controller(path)
+    print(f"controller: {path}")
+    print(f"action: {json.dumps(w.action_spec.to_dict())}")
+    print(f"layers: {[tuple(wt.shape) for wt, _ in w.layers]}")
+    prov = dict(w.provenance)
+    prov.pop("config", None)
+    print(f"provenance: {json.dumps(prov)}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from lrctl.demo import run_demo
+
+    run_demo(
+        task=args.task,
+        seeds=args.seeds,
+        steps=args.steps,
+        out_dir=Path(args.out),
+        controller=args.controller,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lrctl",
+        description="Learned learning-rate control for PyTorch: train a PPO controller, export it, "
+        "and compare it with classic schedules.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a PPO controller on a task suite", description=(
+        "Meta-train a controller with Stable-Baselines3 PPO on envs/train.toml (by default), "
+        "evaluating periodically on the held-out envs/eval.toml. Writes config, logs "
+        "(CSV + TensorBoard), checkpoints and the final model into the run folder."))  # fmt: skip
+    p.add_argument(
+        "--config", help="JSON file of TrainConfig fields (see lrctl/ppo.py); flags override it"
+    )
+    p.add_argument("--run-dir", help="run folder (default: runs/<date-time>)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its last checkpoint",
+    )
+    p.add_argument("--suite", help="training suite: a .toml path or 'train' (default)")
+    p.add_argument(
+        "--eval-suite", help="held-out suite for evaluation: a .toml path or 'eval' (default)"
+    )
+    p.add_argument("--timesteps", type=int, help="total PPO timesteps (controller decisions)")
+    p.add_argument("--n-envs", type=int, help="parallel environments (default: one per CPU core)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="export a trained run to a controller file", description=(
+        "Write the run's deterministic policy, observation normalisation and action mapping to a "
+        "safetensors controller file (no pickle) usable with lrctl.LRController."))  # fmt: skip
+    p.add_argument("run", help="run folder written by `lrctl train`")
+    p.add_argument("-o", "--output", required=True, help="controller file to write (.safetensors)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "info",
+        help="describe a controller file",
+        description="Print a controller file's action mapping, layers and provenance.",
+    )
+    p.add_argument(
+        "controller", nargs="?", help="controller file (default: the shipped controller)"
+    )
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("demo", help="shipped controller vs cosine and Adam on a held-out task", description=(
+        "Train one held-out task with the shipped controller (SGD-momentum and Adam), with "
+        "SGD-momentum + cosine annealing, and with Adam at its default LR, over several seeds; print "
+        "a table and write a PNG of loss and LR curves."))  # fmt: skip
+    p.add_argument(
+        "--task", default="digits_cnn", help="family from envs/eval.toml (default: digits_cnn)"
+    )
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps (default: the family's middle horizon)",
+    )
+    p.add_argument("--controller", help="controller file (default: the shipped controller)")
+    p.add_argument(
+        "--out",
+        default="results/demo",
+        help="output folder for the table and PNG (default results/demo)",
+    )
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from lrctl.controller_file import ControllerFileError
+    from lrctl.tasks import SuiteError
+
+    try:
+        args.func(args)
+    except (
+        UserError,
+        SuiteError,
+        ControllerFileError,
+        ValueError,
+        KeyError,
+        FileNotFoundError,
+    ) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"lrctl: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except PermissionError as exc:
+        print(
+            f"lrctl: error: cannot write {exc.filename}: permission denied; choose another output path",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lrctl: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
