@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lrctl.optimizers import OPTIMIZER_NAMES
+from lrctl.resources import data_path
 from lrctl.tasks.base import FamilyConfig, RunSpec, TaskFamily
 from lrctl.tasks.families import FAMILIES
 
@@ -37,8 +38,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SUITE_FORMAT_VERSION = 1
-SUITES_DIR = Path(__file__).resolve().parents[2] / "envs"
-"""Where `train.toml` and `eval.toml` live in a source checkout."""
+SUITES_DIR = data_path("envs")
+"""Where `train.toml` and `eval.toml` live (the source tree's envs/, or the wheel's copy)."""
 
 
 class SuiteError(ValueError):
