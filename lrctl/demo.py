@@ -100,7 +100,8 @@ def run_demo(
     runs = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs)
-    title = f"{spec.describe().split(' seed=')[0].replace(' momentum lr=' + format(spec.base_lr, '.3g'), '')}, {seeds} seeds, {steps} steps"
+    arch = ", ".join(f"{k}={v}" for k, v in sorted(spec.arch.items()))
+    title = f"held-out task {task} ({arch}, batch {spec.batch_size}), {steps} steps, {seeds} seeds"
     table = summary.to_markdown(index=False)
     text = f"# lrctl demo: {title}\n\n{table}\n"
     _atomic_write(out_dir / "summary.md", text)
