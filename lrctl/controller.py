@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from lrctl.controller_file import ControllerWeights, load_controller
-from lrctl.features import FeatureTracker
+from lrctl.features import FeatureTracker, global_grad_norm
 from lrctl.resources import DEFAULT_CONTROLLER, data_path
 
 STATE_VERSION = 1
@@ -104,7 +104,7 @@ class LRController:
     ) -> None:
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if grads:
-            self._gnorms[self._i] = torch.nn.utils.get_total_norm(grads)
+            global_grad_norm(grads, out=self._gnorms[self._i])
 
     def step(self, loss: torch.Tensor | float) -> None:
         """Record this step's training loss; every K steps, decide and write the new LR."""

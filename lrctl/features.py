@@ -72,6 +72,16 @@ def _sanitize_log(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(finite, logs, worst + _BAD_STEP_PENALTY), finite
 
 
+def global_grad_norm(grads: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Global L2 norm of a list of gradients as a 0-d tensor on their device (no host sync).
+
+    The same ops, hence the same number, as `torch.nn.utils.clip_grad_norm_` for gradients on
+    one device: per-tensor norms (`torch._foreach_norm`), then the norm of their stack (and
+    available on every torch this package supports). `out` (0-d) receives the result.
+    """
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0, out=out)
+
+
 class FeatureTracker:
     """Running state for N runs; `update` consumes one block per run and returns features."""
 

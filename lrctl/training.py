@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from lrctl.features import global_grad_norm
 from lrctl.optimizers import make_optimizer
 from lrctl.tasks.base import RunSpec, Split, Task
 
@@ -44,17 +45,13 @@ def _policy_stepper(policy: object | None) -> Callable[[torch.Tensor], None] | N
 
 
 def grad_norm(params: list[torch.nn.Parameter], out: torch.Tensor | None = None) -> torch.Tensor:
-    """Global L2 norm of the current gradients, as a 0-d tensor on their device (no sync).
-
-    The same ops, hence the same number, as `torch.nn.utils.clip_grad_norm_` for gradients on
-    one device: per-tensor norms (`torch._foreach_norm`), then the norm of their stack. `out`
-    (0-d) receives the result without an extra copy.
-    """
+    """Global L2 norm of the parameters' current gradients (`features.global_grad_norm`);
+    0 when no parameter has a gradient."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         zero = torch.zeros((), device=params[0].device)
         return zero if out is None else out.copy_(zero)
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0, out=out)
+    return global_grad_norm(grads, out)
 
 
 def params_finite(params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -78,7 +75,8 @@ class _BatchStream:
             perm = perm[: n_full * self.batch_size].to(self.split.x.device)
             self.batches = list(perm.view(n_full, self.batch_size).unbind(0))[::-1]
         idx = self.batches.pop()
-        return self.split.x[idx], self.split.y[idx]
+        # index_select: the same rows as split.x[idx], with less per-call overhead.
+        return self.split.x.index_select(0, idx), self.split.y.index_select(0, idx)
 
 
 class InnerRun:
@@ -114,6 +112,9 @@ class InnerRun:
         self._loss_at = self.loss_buf.unbind()
         self._gnorm_at = self.gnorm_buf.unbind()
         self._norms = torch.empty(len(self.params), device=self.device)
+        self._fast_norm = all(
+            p.dtype == self._norms.dtype and p.device == self.device for p in self.params
+        )
         self.lrs: list[float] = []
         self.t = 0
         self.diverged_at: int | None = None
@@ -138,16 +139,17 @@ class InnerRun:
     def _step(self) -> torch.Tensor:
         t = self.t
         x, y = self.batches.next()
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in self.params:  # optimizer.zero_grad(set_to_none=True), without its overhead
+            p.grad = None
         loss = self.task.loss_fn(self.model(x), y)
         loss.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
-        if len(grads) == len(self.params):
+        if self._fast_norm and len(grads) == len(self.params):
             # grad_norm()'s ops, into preallocated memory: per-tensor norms, then their norm.
             torch.stack(torch._foreach_norm(grads, 2.0), out=self._norms)
             torch.linalg.vector_norm(self._norms, 2.0, out=self._gnorm_at[t])
-        else:  # some parameter got no gradient this step
-            grad_norm(self.params, out=self._gnorm_at[t])
+        else:  # some parameter got no gradient this step, or other dtypes than the buffers'
+            self._gnorm_at[t].copy_(grad_norm(self.params))
         self.lrs.append(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
         loss = loss.detach()
@@ -204,8 +206,9 @@ class History:
     """What one run recorded.
 
     `steps`: one row per optimizer step (step, train_loss, grad_norm, lr). `evals`: one row per
-    validation (step, val_loss, val_accuracy). On divergence, `steps` ends at the first
-    non-finite step, which is the only row whose loss is not finite.
+    validation (step, val_loss, val_accuracy). On divergence, `steps` ends at the divergence
+    step `diverged_at` (the first step whose loss or gradient norm is not finite): it is the
+    only row that may hold a non-finite value.
     """
 
     steps: pd.DataFrame

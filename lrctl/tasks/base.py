@@ -121,7 +121,8 @@ class TaskFamily(ABC):
     default_widths: ClassVar[tuple[int, ...]] = (32, 64, 128)
     default_depths: ClassVar[tuple[int, ...]] = (1, 2)
     # Reference LR per optimizer: a value that trains well at the middle sizes. Chosen on the
-    # validation split by a coarse grid (see tests/test_tasks.py for the margin each reaches).
+    # validation split by a coarse 1-3-10 grid at constant LR over 3 decades, 2 seeds
+    # (benchmarks/calibrate_reference_lr.py); tests/test_tasks.py states the margin each reaches.
     reference_lrs: ClassVar[Mapping[str, float]]
 
     def __init__(self, config: FamilyConfig | None = None) -> None:

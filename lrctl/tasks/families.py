@@ -63,7 +63,7 @@ class DigitsMLP(_Tabular):
     description = "sklearn digits, ReLU MLP, cross-entropy"
     dataset, n_classes = "digits", 10
     reference_lrs = {
-        "sgd": 0.3, "momentum": 0.03, "nesterov": 0.03, "adagrad": 0.03,
+        "sgd": 1.0, "momentum": 0.03, "nesterov": 0.03, "adagrad": 0.03,
         "rmsprop": 1e-3, "adam": 3e-3, "adamw": 3e-3,
     }  # fmt: skip
 
@@ -74,7 +74,7 @@ class BreastCancerLogReg(_Tabular):
     dataset, n_classes = "breast_cancer", 2
     reference_lrs = {
         "sgd": 0.3, "momentum": 0.03, "nesterov": 0.03, "adagrad": 0.1,
-        "rmsprop": 3e-3, "adam": 1e-2, "adamw": 1e-2,
+        "rmsprop": 0.01, "adam": 0.01, "adamw": 0.3,
     }  # fmt: skip
 
     def arch_space(self) -> dict[str, tuple[int, ...]]:
@@ -86,8 +86,8 @@ class DiabetesMLP(_Tabular):
     description = "sklearn diabetes, ReLU MLP regression on a standardised target, MSE"
     dataset, n_classes = "diabetes", 0
     reference_lrs = {
-        "sgd": 0.03, "momentum": 0.003, "nesterov": 0.003, "adagrad": 0.03,
-        "rmsprop": 1e-3, "adam": 3e-3, "adamw": 3e-3,
+        "sgd": 0.01, "momentum": 1e-3, "nesterov": 1e-3, "adagrad": 3e-3,
+        "rmsprop": 3e-4, "adam": 3e-4, "adamw": 3e-4,
     }  # fmt: skip
 
 
@@ -98,8 +98,8 @@ class WineMLP(_Tabular):
     act = nn.Tanh
     default_depths = (1, 2)
     reference_lrs = {
-        "sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.03,
-        "rmsprop": 1e-3, "adam": 3e-3, "adamw": 3e-3,
+        "sgd": 1.0, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.03,
+        "rmsprop": 3e-3, "adam": 0.01, "adamw": 0.01,
     }  # fmt: skip
 
 
@@ -123,8 +123,8 @@ class DigitsCNN(TaskFamily):
     )
     default_widths = (4, 8, 16)
     reference_lrs = {
-        "sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.03,
-        "rmsprop": 1e-3, "adam": 3e-3, "adamw": 3e-3,
+        "sgd": 0.3, "momentum": 0.01, "nesterov": 0.03, "adagrad": 0.03,
+        "rmsprop": 3e-3, "adam": 3e-3, "adamw": 3e-3,
     }  # fmt: skip
 
     def arch_space(self) -> dict[str, tuple[int, ...]]:
@@ -161,8 +161,8 @@ class CharMLP(TaskFamily):
     default_widths = (64, 128, 256)
     default_depths = (1, 2)
     reference_lrs = {
-        "sgd": 0.3, "momentum": 0.03, "nesterov": 0.03, "adagrad": 0.03,
-        "rmsprop": 1e-3, "adam": 3e-3, "adamw": 3e-3,
+        "sgd": 1.0, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.03,
+        "rmsprop": 3e-3, "adam": 3e-3, "adamw": 3e-3,
     }  # fmt: skip
 
     def build(self, spec: RunSpec) -> Task:
@@ -196,8 +196,8 @@ class CharGRU(TaskFamily):
     context = 32
     default_widths = (32, 64, 128)
     reference_lrs = {
-        "sgd": 1.0, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.1,
-        "rmsprop": 3e-3, "adam": 1e-2, "adamw": 1e-2,
+        "sgd": 3.0, "momentum": 1.0, "nesterov": 1.0, "adagrad": 0.1,
+        "rmsprop": 0.01, "adam": 0.01, "adamw": 0.01,
     }  # fmt: skip
 
     def arch_space(self) -> dict[str, tuple[int, ...]]:
@@ -239,7 +239,7 @@ class NoisyQuadratic(TaskFamily):
     default_depths = (1,)
     reference_lrs = {
         "sgd": 1.0, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.3,
-        "rmsprop": 0.01, "adam": 0.03, "adamw": 0.03,
+        "rmsprop": 0.03, "adam": 0.03, "adamw": 0.03,
     }  # fmt: skip
 
     def arch_space(self) -> dict[str, tuple[int, ...]]:

@@ -139,7 +139,14 @@ def _parse_family(path: Path, i: int, table: object) -> TaskFamily:
         if any(not isinstance(s, int) for s in steps):
             raise _err(path, f"{where}.steps", f"expected integers [low, high], got {steps!r}")
         kw["steps"] = tuple(steps)
+    sizes = FAMILIES[name]().arch_space()
     for key in ("batch_sizes", "widths", "depths"):
+        if key in ("widths", "depths") and key in table and key[:-1] not in sizes:
+            has = ", ".join(f"{k}s" for k in sizes) or "none"
+            raise _err(
+                path, f"{where}.{key}",
+                f"family {name!r} has no {key[:-1]} to vary; its size fields: {has}",
+            )  # fmt: skip
         if key in table:
             vals = _positive_number_list(path, f"{where}.{key}", table[key], None)
             if any(not isinstance(v, int) for v in vals):
