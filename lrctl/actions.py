@@ -41,6 +41,15 @@ class ActionSpec:
         m = np.exp(a * math.log(self.max_multiplier))
         return float(m) if m.ndim == 0 else m
 
+    def action_for(self, multiplier: float | np.ndarray) -> float | np.ndarray:
+        """The action whose multiplier is `multiplier` (the inverse of `multiplier`), clipped
+        to [-1, 1]: factors beyond m_max (or <= 0) take the largest step allowed; NaN reads
+        as 0 (no change)."""
+        m = np.maximum(np.asarray(multiplier, dtype=np.float64), 1e-300)
+        a = np.nan_to_num(np.log(m) / math.log(self.max_multiplier), nan=0.0)
+        a = np.clip(a, -1.0, 1.0)
+        return float(a) if a.ndim == 0 else a
+
     def next_lr(
         self, lr: float | np.ndarray, base_lr: float | np.ndarray, action: float | np.ndarray
     ):

@@ -116,8 +116,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     - `suite`: a suite path, a name ('train', 'eval') or a loaded `Suite`.
     - `action_spec`: an `ActionSpec`; or its fields `interval` (K), `max_multiplier` (m_max),
       `lr_band`, which override the spec's (defaults: K = 10, m_max = 2, band [1e-3, 30]).
-    - `max_val_examples`: validation splits larger than this are replaced by a fixed subset of
-      this size (drawn once per task with `VAL_SUBSET_SEED`); None keeps whole splits.
+    - `max_val_examples`: validation splits larger than this (default 256) are replaced by a
+      fixed subset of this size, drawn once per task with `VAL_SUBSET_SEED`, to keep the
+      per-decision validation pass cheap; None keeps whole splits.
     - `device`: where the inner runs train.
 
     `reset(options=...)` may pin `"spec"` (a `RunSpec`) and/or `"family"` (a family name).
@@ -140,7 +141,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         interval: int | None = None,
         max_multiplier: float | None = None,
         lr_band: tuple[float, float] | None = None,
-        max_val_examples: int | None = 512,
+        max_val_examples: int | None = 256,
         device: torch.device | str = "cpu",
         render_mode: str | None = None,
     ) -> None:
@@ -168,7 +169,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
         self._tasks: OrderedDict[tuple, Task] = OrderedDict()
         self.family: TaskFamily | None = None
-        self.spec: RunSpec | None = None
+        self.run_spec: RunSpec | None = None
         self.run: InnerRun | None = None
         self.tracker = FeatureTracker(1, self.device)
         self._log_v0 = 0.0
@@ -184,21 +185,18 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self, *, seed: int | None = None, options: dict | None = None
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self.family, self.spec = self._draw(options or {})
-        if self.spec.steps <= self.action_spec.interval:
+        self.family, spec = self._draw(options or {})
+        if spec.steps <= self.action_spec.interval:
             raise ValueError(
-                f"the run's horizon ({self.spec.steps} steps) must exceed the decision interval "
+                f"the run's horizon ({spec.steps} steps) must exceed the decision interval "
                 f"K = {self.action_spec.interval}; use longer horizons or a smaller interval"
             )
-        task = self._task(self.family, self.spec)
+        self.run_spec = spec
+        task = self._task(self.family, spec)
         self.run = InnerRun(
-            task,
-            self.spec.optimizer,
-            self.spec.base_lr,
-            capacity=self.spec.steps,
-            seed=self.spec.seed,
+            task, spec.optimizer, spec.base_lr, capacity=spec.steps, seed=spec.seed,
             device=self.device,
-        )
+        )  # fmt: skip
         self.tracker.reset()
         self._return = 0.0
         self._done = False
@@ -211,13 +209,13 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         return obs, self._info(train_loss, val_loss)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if self.run is None or self.spec is None or self._done:
+        if self.run is None or self.run_spec is None or self._done:
             raise RuntimeError("the episode is over (or never started); call reset() first")
         if self._diverged:  # the first block, at reset, already diverged
             self._done = True
             reward = DIVERGENCE_RETURN - self._return
             self._return = DIVERGENCE_RETURN
-            return self._obs, float(reward), True, False, self._info(math.nan, math.inf)
+            return self._obs.copy(), float(reward), True, False, self._info(math.nan, math.inf)
 
         a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         run = self.run
@@ -228,13 +226,12 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             self._diverged = True
             reward = DIVERGENCE_RETURN - self._return
         else:
-            log_v = min(
-                max(math.log(val_loss), self._log_v0 - REWARD_BOUND), self._log_v0 + REWARD_BOUND
-            )
+            lo, hi = self._log_v0 - REWARD_BOUND, self._log_v0 + REWARD_BOUND
+            log_v = min(max(_log(val_loss), lo), hi)
             reward = self._log_v - log_v
             self._log_v = log_v
         self._return += reward
-        truncated = not diverged and run.t >= self.spec.steps
+        truncated = not diverged and run.t >= self.run_spec.steps
         self._done = diverged or truncated
         return obs, float(reward), diverged, truncated, self._info(train_loss, val_loss)
 
@@ -243,17 +240,17 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     def _block(self) -> tuple[np.ndarray, float, float, bool]:
         """Run K steps at the current LR; return (observation, block train loss, val loss,
         diverged). One host read for the block's stats, one for the validation loss."""
-        run, spec = self.run, self.spec
+        run, spec = self.run, self.run_spec
         assert run is not None and spec is not None
         start = run.t
         losses, gnorms = run.advance(self.action_spec.interval)
-        log_ratio = torch.tensor([math.log(run.lr / run.base_lr)], device=self.device)
-        progress = torch.tensor([run.t / spec.steps], device=self.device)
-        feats = self.tracker.update(losses[None], gnorms[None], log_ratio, progress)
-        stats = torch.cat([feats[0], losses.mean()[None]]).cpu().numpy()
-        diverged = run.check_block(start)
+        scalars = torch.tensor([[math.log(run.lr / run.base_lr), run.t / spec.steps]])
+        scalars = scalars.to(self.device)
+        feats = self.tracker.update(losses[None], gnorms[None], scalars[:, 0], scalars[:, 1])
+        diverged = run.check_block(start)  # the block's one host sync
+        stats = torch.cat([feats[0], losses]).cpu().numpy()
         obs = stats[:OBS_DIM].astype(np.float32)
-        train_loss = float(stats[OBS_DIM])
+        train_loss = float(stats[OBS_DIM:].mean())
         if diverged:
             return obs, train_loss, math.inf, True
         val_loss, _ = run.evaluate("val")
@@ -293,7 +290,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         key = (family.name, spec.batch_size, tuple(sorted(spec.arch.items())))
         task = self._tasks.get(key)
         if task is None:
-            task = family.build(spec)
+            task = family.build(spec).to(self.device)  # data moves to the device once
             n = self.max_val_examples
             if n is not None and len(task.val) > n:
                 gen = torch.Generator().manual_seed(VAL_SUBSET_SEED)
@@ -308,7 +305,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         return replace(task, name=spec.describe())
 
     def _info(self, train_loss: float, val_loss: float) -> dict:
-        run, spec = self.run, self.spec
+        run, spec = self.run, self.run_spec
         assert run is not None and spec is not None
         return {
             "task": spec.describe(),
