@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from lrctl.controller_file import ControllerWeights, load_controller
-from lrctl.features import FeatureTracker, global_grad_norm
+from lrctl.features import FeatureTracker, global_grad_norm, read_block
 from lrctl.resources import DEFAULT_CONTROLLER, data_path
 
 STATE_VERSION = 1
@@ -85,7 +85,7 @@ class LRController:
         k = self.spec.interval
         self._losses = torch.zeros(k, device=self.device)
         self._gnorms = torch.zeros(k, device=self.device)
-        self._tracker = FeatureTracker(1, self.device)
+        self._tracker = FeatureTracker(1)
         self._t = 0  # step() calls so far
         self._i = 0  # position within the current block
         self._scale = 1.0  # lr / base lr, the same for every group
@@ -119,10 +119,10 @@ class LRController:
             self._i = 0
 
     def _decide(self) -> None:
-        progress = torch.tensor([min(self._t / self.total_steps, 1.0)], device=self.device)
-        log_ratio = torch.tensor([math.log(self._scale)], device=self.device)
-        feats = self._tracker.update(self._losses[None], self._gnorms[None], log_ratio, progress)
-        obs = feats.cpu()  # the one host read per decision
+        losses, gnorms = read_block(self._losses, self._gnorms)  # the one host read per decision
+        progress = min(self._t / self.total_steps, 1.0)
+        obs = self._tracker.update(losses, gnorms, math.log(self._scale), progress)
+        obs = torch.from_numpy(obs)
         nonfinite = bool(obs[0, -1] > 0)
         action = float(self.weights.act(obs)[0, 0])
         if nonfinite:
@@ -159,7 +159,7 @@ class LRController:
             "total_steps": self.total_steps,
             "losses": self._losses.clone(),
             "gnorms": self._gnorms.clone(),
-            "tracker": self._tracker.state_dict(),
+            "tracker": {k: torch.from_numpy(v) for k, v in self._tracker.state_dict().items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -173,7 +173,9 @@ class LRController:
         self.total_steps = int(state["total_steps"])
         self._losses = state["losses"].to(self.device).clone()
         self._gnorms = state["gnorms"].to(self.device).clone()
-        self._tracker.load_state_dict(state["tracker"])
+        self._tracker.load_state_dict(
+            {k: torch.as_tensor(v).cpu().numpy() for k, v in state["tracker"].items()}
+        )
         self._write_lrs()
 
     def close(self) -> None:

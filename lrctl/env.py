@@ -13,7 +13,7 @@ import torch
 from gymnasium import spaces
 
 from lrctl.actions import ActionSpec
-from lrctl.features import CLIP, OBS_DIM, FeatureTracker
+from lrctl.features import CLIP, OBS_DIM, FeatureTracker, read_block
 from lrctl.tasks import FAMILIES, RunSpec, Split, Suite, Task, TaskFamily, load_suite
 from lrctl.training import InnerRun
 
@@ -171,7 +171,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self.family: TaskFamily | None = None
         self.run_spec: RunSpec | None = None
         self.run: InnerRun | None = None
-        self.tracker = FeatureTracker(1, self.device)
+        self.tracker = FeatureTracker(1)
         self._log_v0 = 0.0
         self._log_v = 0.0  # clipped log validation loss at the last decision
         self._return = 0.0
@@ -244,16 +244,15 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         assert run is not None and spec is not None
         start = run.t
         losses, gnorms = run.advance(self.action_spec.interval)
-        scalars = torch.tensor([[math.log(run.lr / run.base_lr), run.t / spec.steps]])
-        scalars = scalars.to(self.device)
-        feats = self.tracker.update(losses[None], gnorms[None], scalars[:, 0], scalars[:, 1])
-        diverged = run.check_block(start)  # the block's one host sync
-        stats = torch.cat([feats[0], losses]).cpu().numpy()
-        obs = stats[:OBS_DIM].astype(np.float32)
-        train_loss = float(stats[OBS_DIM:].mean())
+        diverged = run.check_block(start)
+        block_losses, block_gnorms = read_block(losses, gnorms)  # the block's one host read
+        obs = self.tracker.update(
+            block_losses, block_gnorms, math.log(run.lr / run.base_lr), run.t / spec.steps
+        )[0]
+        train_loss = float(block_losses.mean())
         if diverged:
             return obs, train_loss, math.inf, True
-        val_loss, _ = run.evaluate("val")
+        val_loss, _ = run.evaluate("val", accuracy=False)
         if not math.isfinite(val_loss):
             run.diverged_at = run.t - 1
             return obs, train_loss, val_loss, True

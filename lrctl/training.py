@@ -55,8 +55,11 @@ def grad_norm(params: list[torch.nn.Parameter], out: torch.Tensor | None = None)
 
 
 def params_finite(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """0-d bool tensor: every element of every parameter is finite (one NaN is enough to fail)."""
-    return torch.stack([torch.isfinite(p).all() for p in params]).all()
+    """0-d bool tensor: every element of every parameter is finite (one NaN is enough to fail).
+
+    One foreach norm per parameter: a tensor's L2 norm is NaN or inf exactly when one of its
+    elements is (or when finite values overflow float32, which is divergence too)."""
+    return torch.isfinite(torch.stack(torch._foreach_norm(params, 2.0))).all()
 
 
 class _BatchStream:
@@ -185,15 +188,16 @@ class InnerRun:
         return True
 
     @torch.no_grad()
-    def evaluate(self, split: str = "val") -> tuple[float, float]:
-        """(mean loss, accuracy) on a split; accuracy is NaN for non-classification tasks."""
+    def evaluate(self, split: str = "val", accuracy: bool = True) -> tuple[float, float]:
+        """(mean loss, accuracy) on a split; accuracy is NaN for non-classification tasks and
+        when not asked for (the env's reward needs the loss only)."""
         data: Split = getattr(self.task, split)
         was_training = self.model.training
         self.model.eval()
         out = self.model(data.x)
         loss = float(self.task.loss_fn(out, data.y))
         acc = math.nan
-        if self.task.classification:
+        if accuracy and self.task.classification:
             pred = out.argmax(-1)
             target = data.y if pred.shape == data.y.shape else data.y[:, -1]
             acc = float((pred == target).float().mean())
