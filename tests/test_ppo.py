@@ -1,0 +1,171 @@
+"""`lrctl train` / `lrctl export` end to end on a tiny suite: config, logs, checkpoints,
+resume, evaluation on the held-out suite, and a controller that runs in a plain loop."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from lrctl.cli import main
+from lrctl.controller import LRController
+from lrctl.controller_file import load_controller
+from lrctl.ppo import TrainConfig, latest_checkpoint, train
+
+TINY_SUITE = """
+version = 1
+name = "tiny-train"
+[[family]]
+name = "breast_cancer_logreg"
+steps = [40, 60]
+batch_sizes = [32]
+[[family]]
+name = "noisy_quadratic"
+steps = [40, 60]
+widths = [10]
+"""
+TINY_EVAL = """
+version = 1
+name = "tiny-eval"
+[[family]]
+name = "wine_mlp"
+steps = [40, 50]
+widths = [16]
+depths = [1]
+"""
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> TrainConfig:
+    (tmp_path / "train.toml").write_text(TINY_SUITE)
+    (tmp_path / "eval.toml").write_text(TINY_EVAL)
+    return TrainConfig(
+        suite=str(tmp_path / "train.toml"),
+        eval_suite=str(tmp_path / "eval.toml"),
+        total_timesteps=256,
+        n_envs=1,
+        n_steps=64,
+        batch_size=32,
+        n_epochs=2,
+        checkpoint_every=128,
+        eval_every=128,
+        eval_episodes=2,
+    )
+
+
+def test_train_writes_config_logs_checkpoints_and_eval(tiny_cfg, tmp_path):
+    run = tmp_path / "run"
+    final = train(tiny_cfg, run, progress_bar=False)
+    saved = TrainConfig.load(run / "config.json")
+    assert saved == tiny_cfg
+    assert json.loads((final / "state.json").read_text())["num_timesteps"] == 256
+    assert (final / "model.zip").is_file() and (final / "vecnormalize.pkl").is_file()
+    assert latest_checkpoint(run).name == "step-000000256"
+    progress = pd.read_csv(run / "logs" / "progress.csv")
+    assert {
+        "train/approx_kl",
+        "rollout/ep_rew_mean",
+        "ctrl/lr_ratio_geomean",
+        "eval/mean_return",
+    } <= set(progress.columns)
+    ev = pd.read_csv(run / "eval.csv")
+    assert list(ev["step"]) == [128, 256]
+    assert ev["diverge_rate"].between(0, 1).all()
+    assert list(run.glob("**/.tmp-*")) == []  # no half-written checkpoint folders
+
+
+def _obs_count(folder: Path) -> float:
+    with open(folder / "vecnormalize.pkl", "rb") as f:
+        return pickle.load(f).obs_rms.count
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_cfg, tmp_path):
+    run = tmp_path / "run"
+    half = TrainConfig(**{**tiny_cfg.__dict__, "total_timesteps": 128})
+    train(half, run, progress_bar=False)
+    # Pretend the run was meant to be longer and got killed after its 128-step checkpoint.
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["total_timesteps"] = 256
+    (run / "config.json").write_text(json.dumps(cfg))
+    stats_before = _obs_count(latest_checkpoint(run))
+    final = train(tiny_cfg, run, resume=True, progress_bar=False)
+    state = json.loads((final / "state.json").read_text())
+    assert state["num_timesteps"] == 256
+    stats_after = _obs_count(final)
+    assert stats_after > stats_before  # normalisation statistics carried over, then extended
+
+
+def test_train_refuses_to_overwrite_and_resume_needs_a_run(tiny_cfg, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train(tiny_cfg, run, resume=True, progress_bar=False)
+    train(
+        TrainConfig(**{**tiny_cfg.__dict__, "total_timesteps": 64, "eval_every": 0}),
+        run,
+        progress_bar=False,
+    )
+    with pytest.raises(ValueError, match="already exists"):
+        train(tiny_cfg, run, progress_bar=False)
+
+
+def test_cli_train_export_and_use(tiny_cfg, tmp_path, capsys):
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(TrainConfig(**{**tiny_cfg.__dict__, "eval_every": 0}).to_json())
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_path), "--run-dir", str(run), "--no-progress"]) == 0
+    out_file = tmp_path / "c.safetensors"
+    assert main(["export", str(run), "-o", str(out_file)]) == 0
+    weights = load_controller(out_file)
+    assert weights.provenance["timesteps"] == 256
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LRController(opt, total_steps=50, controller=out_file)
+    for _ in range(50):
+        opt.zero_grad()
+        loss = model(torch.ones(8, 4)).pow(2).mean()
+        loss.backward()
+        opt.step()
+        sched.step(loss)
+    lo, hi = weights.action_spec.lr_band
+    assert 0.1 * lo <= opt.param_groups[0]["lr"] <= 0.1 * hi
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("total_timesteps", 0, "total_timesteps must be positive"),
+        ("gamma", 1.5, "gamma"),
+        ("max_multiplier", 0.5, "max_multiplier"),
+    ],
+)
+def test_config_validation(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict({field: value})
+
+
+def test_config_unknown_field_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"unknown config field 'n_env'.*allowed fields: .*n_envs"):
+        TrainConfig.from_dict({"n_env": 2})
+
+
+def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    assert (
+        main(["train", "--suite", str(tmp_path / "missing.toml"), "--run-dir", str(tmp_path / "r")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("lrctl: error:")
+        and "suite file not found" in err
+        and len(err.strip().splitlines()) == 1
+    )
+    assert main(["export", str(tmp_path), "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "not an lrctl training run" in capsys.readouterr().err
+    assert main(["train", "--timesteps", "-5", "--run-dir", str(tmp_path / "r2")]) == 2
+    assert "total_timesteps must be positive" in capsys.readouterr().err
+    assert main(["train", "--resume"]) == 2
+    assert "--resume needs --run-dir" in capsys.readouterr().err
