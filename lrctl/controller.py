@@ -8,11 +8,12 @@
 
 Gradient norms are captured by an optimizer step pre-hook (the gradients are read just before
 `optimizer.step()`, so zeroing them right after the step is fine). Per step the controller only
-writes the loss and the gradient norm into two small buffers on the parameters' device; every
-K steps (the controller file's `interval`) it reads the block once, computes the features with
+keeps two things, as tensors on the parameters' device: the detached loss and the per-parameter
+gradient norms (one `torch._foreach_norm` call). Every K steps (the controller file's
+`interval`) it stacks the block, reads it to the host once, computes the features with
 `lrctl.features` (the same code the training env used), runs the policy and multiplies every
 param group's LR by the chosen factor, keeping each group within the controller's band around
-the group's own base LR.
+the group's own base LR. Nothing is synchronised between decisions, also on CUDA.
 
 Non-finite losses: a block that contains a NaN or inf loss (or gradient norm) is answered by
 cutting the LR by the largest factor the controller may apply (1 / m_max), and the policy may
@@ -25,11 +26,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lrctl.controller_file import ControllerWeights, load_controller
-from lrctl.features import FeatureTracker, global_grad_norm, read_block
+from lrctl.features import FeatureTracker, read_block
 from lrctl.resources import DEFAULT_CONTROLLER, data_path
 
 STATE_VERSION = 1
@@ -82,16 +82,15 @@ class LRController:
                     f"every param group needs a finite positive lr, got {self.base_lrs}"
                 )
         self.device = self._device()
-        k = self.spec.interval
-        self._losses = torch.zeros(k, device=self.device)
-        self._gnorms = torch.zeros(k, device=self.device)
+        self._params = [p for g in optimizer.param_groups for p in g["params"]]
         self._tracker = FeatureTracker(1)
+        self._loss_parts: list[torch.Tensor] = []  # this block's detached losses
+        self._norm_parts: list[list[torch.Tensor] | None] = []  # per step: per-parameter norms
         self._t = 0  # step() calls so far
-        self._i = 0  # position within the current block
         self._scale = 1.0  # lr / base lr, the same for every group
         self._hold_left = 0
         self.last_action = 0.0
-        self._hook = optimizer.register_step_pre_hook(self._capture_grad_norm)
+        self._hook = optimizer.register_step_pre_hook(self._capture_grad_norms)
 
     def _device(self) -> torch.device:
         for group in self.optimizer.param_groups:
@@ -99,30 +98,49 @@ class LRController:
                 return p.device
         return torch.device("cpu")
 
-    def _capture_grad_norm(
+    def _capture_grad_norms(
         self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict
     ) -> None:
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if grads:
-            global_grad_norm(grads, out=self._gnorms[self._i])
+        grads = [p.grad for p in self._params if p.grad is not None]
+        # Per-parameter norms only; their global norm is taken once per decision (_block).
+        self._norm_parts.append(torch._foreach_norm(grads, 2.0) if grads else None)
 
     def step(self, loss: torch.Tensor | float) -> None:
         """Record this step's training loss; every K steps, decide and write the new LR."""
         if isinstance(loss, torch.Tensor):
-            self._losses[self._i] = loss.detach().reshape(())
+            loss = loss.detach()
+            if loss.dim():
+                loss = loss.reshape(())
         else:
-            self._losses[self._i] = float(loss)
-        self._i += 1
+            loss = torch.tensor(float(loss), device=self.device)
+        while len(self._norm_parts) < len(self._loss_parts) + 1:  # no optimizer.step() seen
+            self._norm_parts.append(self._norm_parts[-1] if self._norm_parts else None)
+        del self._norm_parts[len(self._loss_parts) + 1 :]  # several optimizer steps per step()
+        self._loss_parts.append(loss)
         self._t += 1
-        if self._i == self.spec.interval:
+        if len(self._loss_parts) == self.spec.interval:
             self._decide()
-            self._i = 0
+
+    def _block(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This block's losses [K] and global gradient norms [K], still on the device."""
+        losses = torch.stack(self._loss_parts).to(self.device, torch.float32)
+        parts = self._norm_parts
+        sizes = {len(p) for p in parts if p is not None}
+        if len(sizes) == 1 and all(p is not None for p in parts):
+            flat = torch.stack([n for p in parts for n in p]).view(len(parts), -1)
+            gnorms = torch.linalg.vector_norm(flat, 2.0, dim=1)
+        else:  # steps without gradients, or a changing set of parameters with gradients
+            zero = torch.zeros((), device=self.device)
+            gnorms = torch.stack(
+                [torch.linalg.vector_norm(torch.stack(p), 2.0) if p else zero for p in parts]
+            )
+        return losses, gnorms.to(self.device, torch.float32)
 
     def _decide(self) -> None:
-        losses, gnorms = read_block(self._losses, self._gnorms)  # the one host read per decision
+        losses, gnorms = read_block(*self._block())  # the one host read per decision
+        self._loss_parts, self._norm_parts = [], []
         progress = min(self._t / self.total_steps, 1.0)
         obs = self._tracker.update(losses, gnorms, math.log(self._scale), progress)
-        obs = torch.from_numpy(obs)
         nonfinite = bool(obs[0, -1] > 0)
         action = float(self.weights.act(obs)[0, 0])
         if nonfinite:
@@ -148,17 +166,17 @@ class LRController:
 
     def state_dict(self) -> dict:
         """Everything needed to continue the identical LR trajectory (not the optimizer)."""
+        losses, gnorms = self._block() if self._loss_parts else (torch.zeros(0), torch.zeros(0))
         return {
             "version": STATE_VERSION,
             "t": self._t,
-            "i": self._i,
             "scale": self._scale,
             "hold_left": self._hold_left,
             "last_action": self.last_action,
             "base_lrs": list(self.base_lrs),
             "total_steps": self.total_steps,
-            "losses": self._losses.clone(),
-            "gnorms": self._gnorms.clone(),
+            "block_losses": losses.cpu(),
+            "block_grad_norms": gnorms.cpu(),
             "tracker": {k: torch.from_numpy(v) for k, v in self._tracker.state_dict().items()},
         }
 
@@ -166,13 +184,15 @@ class LRController:
         """Restore a `state_dict()`; writes the restored LR into every param group."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported LRController state version {state.get('version')!r}")
-        self._t, self._i = int(state["t"]), int(state["i"])
+        self._t = int(state["t"])
         self._scale, self._hold_left = float(state["scale"]), int(state["hold_left"])
         self.last_action = float(state["last_action"])
         self.base_lrs = [float(x) for x in state["base_lrs"]]
         self.total_steps = int(state["total_steps"])
-        self._losses = state["losses"].to(self.device).clone()
-        self._gnorms = state["gnorms"].to(self.device).clone()
+        losses = state["block_losses"].to(self.device)
+        gnorms = state["block_grad_norms"].to(self.device)
+        self._loss_parts = list(losses.unbind(0))
+        self._norm_parts = [[g] for g in gnorms.unbind(0)]  # a global norm is its own 1-part norm
         self._tracker.load_state_dict(
             {k: torch.as_tensor(v).cpu().numpy() for k, v in state["tracker"].items()}
         )
@@ -187,8 +207,3 @@ class LRController:
             f"LRController(step={self._t}/{self.total_steps}, lr={self.get_last_lr()}, "
             f"interval={self.spec.interval}, max_multiplier={self.spec.max_multiplier})"
         )
-
-
-def trajectory(weights: ControllerWeights, observations: np.ndarray) -> np.ndarray:
-    """Deterministic actions for a batch of raw observations (used by export parity tests)."""
-    return weights.act(torch.as_tensor(observations, dtype=torch.float32)).numpy()

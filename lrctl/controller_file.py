@@ -32,6 +32,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lrctl.actions import ActionSpec
@@ -61,17 +62,30 @@ class ControllerWeights:
     action_spec: ActionSpec
     provenance: dict = field(default_factory=dict)
     feature_version: int = FEATURE_VERSION
+    _np: list | None = field(default=None, init=False, repr=False, compare=False)
+    _norm: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Deterministic action in [-1, 1] for observations [..., OBS_DIM] (float32)."""
-        x = (obs.float() - self.obs_mean) / torch.sqrt(self.obs_var + self.obs_epsilon)
-        x = x.clamp(-self.obs_clip, self.obs_clip)
-        for i, (w, b) in enumerate(self.layers):
-            x = torch.nn.functional.linear(x, w, b)
-            if i < len(self.layers) - 1:
-                x = torch.tanh(x)
-        return x.clamp(-1.0, 1.0)
+    def act(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Deterministic actions in [-1, 1], shape [..., 1], for raw observations
+        [..., OBS_DIM]. Computed in numpy float32: for a 13-64-64-1 network, numpy's per-call
+        cost is a fraction of torch's dispatch, and the controller calls this every K steps."""
+        if self._np is None:
+            self._np = [(w.numpy().T.copy(), b.numpy().copy()) for w, b in self.layers]
+            self._norm = (
+                self.obs_mean.numpy().copy(),
+                np.sqrt(self.obs_var.numpy() + np.float32(self.obs_epsilon)).astype(np.float32),
+            )
+        x = np.asarray(
+            obs.detach().cpu() if isinstance(obs, torch.Tensor) else obs, dtype=np.float32
+        )
+        mean, std = self._norm
+        x = np.clip((x - mean) / std, -self.obs_clip, self.obs_clip)
+        last = len(self._np) - 1
+        for i, (w_t, b) in enumerate(self._np):
+            x = x @ w_t + b
+            if i < last:
+                x = np.tanh(x)
+        return np.clip(x, -1.0, 1.0)
 
 
 def save_controller(weights: ControllerWeights, path: str | Path) -> Path:

@@ -1,0 +1,341 @@
+"""What a benchmark runs: its settings, every run's config and hash, and the tuning rule.
+
+Protocol (stated again in every summary.md):
+
+- **Tuning.** Each tuned method's base LR is chosen per task from a log-spaced grid of
+  multiples of the family's reference LR for that optimizer (7 points, x10^-1.5 .. x10^1.5, for
+  a full run), trained with the *tuning seeds* 0..tune_seeds-1 and judged on the *validation*
+  split: the grid point with the lowest mean final validation loss wins (a diverged seed
+  counts as +inf; ties go to the smaller LR).
+- **Final evaluation.** Every method is then trained with *fresh seeds* (1000, 1001, ...) at
+  its chosen LR and reported on the held-out *test* split.
+- **Sweep.** The controller runs untuned at x0.1, x1 and x10 of the reference LR; constant LR
+  and cosine with the same optimizer run at the same fixed factors, for the quality bar.
+
+Runs are identified by a hash of their config (`RunConfig.config_hash`), so a run that serves
+two roles (the controller at x1 is both its final run and a sweep point) is trained once, and
+a rerun skips every run already stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lrctl.bench.methods import (
+    ADAM_REFERENCE,
+    COSINE_REFERENCE,
+    DEFAULT_METHODS,
+    Method,
+    find_method,
+    get_methods,
+)
+from lrctl.controller_file import ControllerWeights, load_controller
+from lrctl.tasks import Suite, TaskFamily, load_suite
+
+HASH_VERSION = 1
+"""Bumped when a run's meaning changes without its config fields changing."""
+
+FINAL_SEED_OFFSET = 1000
+"""Final and sweep runs use seeds 1000, 1001, ...: never a tuning seed."""
+
+ROLES = ("tune", "final", "sweep")
+
+
+def log_grid(points: int, decades: float) -> tuple[float, ...]:
+    """`points` LR factors spaced evenly in log10 over [10^-decades/2, 10^decades/2]."""
+    if points < 1:
+        raise ValueError(f"a grid needs at least one point, got {points}")
+    exps = np.linspace(-decades / 2, decades / 2, points) if points > 1 else np.zeros(1)
+    return tuple(float(10.0**e) for e in exps)
+
+
+FULL_GRID = log_grid(7, 3.0)
+"""x0.0316, x0.1, x0.316, x1, x3.16, x10, x31.6 the reference LR."""
+QUICK_GRID = log_grid(5, 2.0)
+"""x0.1 .. x10 in half decades (--quick only)."""
+SWEEP_FACTORS = (0.1, 1.0, 10.0)
+MIN_FULL_GRID_POINTS = 7
+
+
+def default_val_every(steps: int) -> int:
+    """Validation interval: about 30 validations per run, at least 10 steps apart."""
+    return max(10, steps // 30)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The settings of one benchmark (the command line's flags)."""
+
+    suite: str = "eval"
+    """Suite file or name ('eval' is envs/eval.toml)."""
+    tasks: tuple[str, ...] | None = None
+    """Families of the suite to run; None: all of them."""
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    """Method names (lrctl.bench.methods); the comparison references are always added."""
+    seeds: int = 3
+    """Final-evaluation seeds per (task, method)."""
+    tune_seeds: int = 2
+    """Seeds per grid point when tuning."""
+    grid: tuple[float, ...] = FULL_GRID
+    """Tuning grid, as multiples of the reference LR."""
+    sweep: tuple[float, ...] = SWEEP_FACTORS
+    """Fixed multiples of the reference LR for the controller's robustness sweep."""
+    steps: int | None = None
+    """Steps per run; None: each family's middle horizon."""
+    quick: bool = False
+    """A smoke-test preset (fewer steps, smaller grid); its output says so."""
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
+        if self.tune_seeds < 1:
+            raise ValueError(f"tune_seeds must be at least 1, got {self.tune_seeds}")
+        if self.steps is not None and self.steps < 20:
+            raise ValueError(f"--steps must be at least 20, got {self.steps}")
+        if not self.grid or any(not (math.isfinite(f) and f > 0) for f in self.grid):
+            raise ValueError(f"the tuning grid needs positive factors, got {self.grid}")
+        if not self.methods:
+            raise ValueError("--methods needs at least one method")
+
+    @classmethod
+    def quick_preset(cls, **overrides: object) -> BenchConfig:
+        """--quick: 100 steps, a 5-point grid over two decades, 1 tuning seed."""
+        settings: dict[str, object] = {
+            "steps": 100,
+            "grid": QUICK_GRID,
+            "tune_seeds": 1,
+            "quick": True,
+        }
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**settings)  # type: ignore[arg-type]
+
+    @property
+    def tune_seed_list(self) -> tuple[int, ...]:
+        return tuple(range(self.tune_seeds))
+
+    @property
+    def final_seed_list(self) -> tuple[int, ...]:
+        return tuple(FINAL_SEED_OFFSET + i for i in range(self.seeds))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one training run (and nothing that doesn't)."""
+
+    task: str
+    method: str
+    optimizer: str
+    schedule: str
+    base_lr: float
+    lr_factor: float
+    seed: int
+    steps: int
+    batch_size: int
+    arch: tuple[tuple[str, int], ...]
+    val_every: int
+    reference_lr: float
+    evaluate_test: bool
+    """False for tuning runs: they never read the test split."""
+    controller: str = ""
+    """Digest of the controller's weights for controller runs, else empty."""
+
+    @property
+    def config_hash(self) -> str:
+        payload = json.dumps({"v": HASH_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    config: RunConfig
+    role: str
+
+
+def controller_digest(weights: ControllerWeights) -> str:
+    """A short hash of a controller's weights and action mapping (part of run hashes)."""
+    h = hashlib.sha256()
+    tensors = [weights.obs_mean, weights.obs_var, *(t for pair in weights.layers for t in pair)]
+    for t in tensors:
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    meta = [weights.obs_clip, weights.obs_epsilon, weights.action_spec.to_dict()]
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def choose_factor(results: Mapping[float, Sequence[float]]) -> float:
+    """The tuning rule: the grid factor with the lowest mean final validation loss over the
+    tuning seeds. A diverged seed counts as +inf; ties go to the smaller factor."""
+    if not results:
+        raise ValueError("no tuning results to choose from")
+
+    def score(factor: float) -> tuple[float, float]:
+        losses = [v if math.isfinite(v) else math.inf for v in results[factor]]
+        return (float(np.mean(losses)) if losses else math.inf, factor)
+
+    return min(results, key=score)
+
+
+@dataclass
+class Plan:
+    """The benchmark's runs: tuning, final and sweep runs per (task, method).
+
+    Final runs of tuned methods depend on their tuning results (`finals_after_tuning`); the
+    rest is known up front (`initial_runs`).
+    """
+
+    config: BenchConfig
+    suite: Suite
+    families: dict[str, TaskFamily]
+    methods: list[Method]
+    """Methods in the summary: the requested ones, then the added references."""
+    added: list[str]
+    """Method names added for comparison (not requested)."""
+    sweep_methods: list[Method]
+    controller: ControllerWeights | None
+    controller_source: str
+    steps: dict[str, int] = field(default_factory=dict)
+    controller_hash: str = ""
+    """Digest of the controller weights (part of controller runs' hashes)."""
+
+    @property
+    def suite_name(self) -> str:
+        return self.suite.name
+
+    def run(
+        self, task: str, method: Method, factor: float, seed: int, role: str = "final"
+    ) -> RunConfig:
+        """The config of `method` on `task` at `factor` x the reference LR (or, for a method
+        with a fixed LR, at that LR; `factor` is then ignored). Tuning runs skip the test
+        split."""
+        family = self.families[task]
+        steps = self.steps[task]
+        spec = family.spec(method.optimizer, steps=steps)
+        reference = family.reference_lr(method.optimizer)
+        if isinstance(method.lr, float | int) and not isinstance(method.lr, bool):
+            base_lr = float(method.lr)
+            factor = base_lr / reference
+        else:
+            base_lr = reference * factor
+        return RunConfig(
+            task=task,
+            method=method.name,
+            optimizer=method.optimizer,
+            schedule=method.schedule,
+            base_lr=base_lr,
+            lr_factor=factor,
+            seed=seed,
+            steps=steps,
+            batch_size=spec.batch_size,
+            arch=tuple(sorted(spec.arch.items())),
+            val_every=default_val_every(steps),
+            reference_lr=reference,
+            evaluate_test=role != "tune",
+            controller=self.controller_hash if method.uses_controller else "",
+        )
+
+    def tune_groups(self) -> dict[tuple[str, str], list[RunConfig]]:
+        """(task, method) -> its tuning runs, for every tuned method."""
+        cfg = self.config
+        return {
+            (task, m.name): [self.run(task, m, f, s) for f in cfg.grid for s in cfg.tune_seed_list]
+            for task in self.families
+            for m in self.methods
+            if m.tuned
+        }
+
+    def initial_runs(self) -> list[PlannedRun]:
+        """Tuning runs, the final runs of untuned methods, and the sweep."""
+        out = [PlannedRun(c, "tune") for group in self.tune_groups().values() for c in group]
+        for task in self.families:
+            for m in self.methods:
+                if not m.tuned:
+                    out += [
+                        PlannedRun(self.run(task, m, 1.0, s), "final")
+                        for s in self.config.final_seed_list
+                    ]
+        for task in self.families:
+            for m in self.sweep_methods:
+                out += [
+                    PlannedRun(self.run(task, m, f, s), "sweep")
+                    for f in self.config.sweep
+                    for s in self.config.final_seed_list
+                ]
+        return out
+
+    def finals_after_tuning(self, task: str, method: str, factor: float) -> list[PlannedRun]:
+        m = next(m for m in self.methods if m.name == method)
+        return [
+            PlannedRun(self.run(task, m, factor, s), "final") for s in self.config.final_seed_list
+        ]
+
+    def n_final_tuned(self) -> int:
+        """How many final runs tuning will unlock."""
+        n_tuned = sum(m.tuned for m in self.methods)
+        return len(self.families) * n_tuned * self.config.seeds
+
+    def describe_task(self, task: str) -> str:
+        family = self.families[task]
+        spec = family.spec("momentum", steps=self.steps[task])
+        arch = ", ".join(f"{k}={v}" for k, v in sorted(spec.arch.items())) or "fixed"
+        return f"{task} ({arch}; batch {spec.batch_size}; {spec.steps} steps)"
+
+
+def make_plan(
+    config: BenchConfig, controller: str | Path | ControllerWeights | None = None
+) -> Plan:
+    """Resolve names (unknown tasks or methods raise ValueError listing the valid ones), add
+    the comparison references, and load the controller if a controller method is run.
+
+    `controller`: a controller file, loaded weights, or None for the shipped default.
+    """
+    suite = load_suite(config.suite)
+    names = config.tasks or suite.family_names
+    unknown = [t for t in names if t not in suite.family_names]
+    if unknown:
+        raise ValueError(
+            f"unknown task {unknown[0]!r} for suite {suite.name!r}; "
+            f"choose from: {', '.join(suite.family_names)}"
+        )
+    families = {t: suite.family(t) for t in dict.fromkeys(names)}
+    requested = get_methods(config.methods)
+    controllers = [m for m in requested if m.uses_controller]
+    needed = [COSINE_REFERENCE, ADAM_REFERENCE]
+    needed += [find_method(m.optimizer, "cosine").name for m in controllers]
+    added = [n for n in dict.fromkeys(needed) if n not in {m.name for m in requested}]
+    methods = requested + get_methods(added)
+    sweep: list[Method] = []
+    for m in controllers:
+        sweep += [m, find_method(m.optimizer, "constant"), find_method(m.optimizer, "cosine")]
+    weights, source = None, ""
+    if controllers:
+        if isinstance(controller, ControllerWeights):
+            weights, source = controller, "(weights given in code)"
+        else:
+            from lrctl.resources import DEFAULT_CONTROLLER, data_path
+
+            path = Path(controller) if controller is not None else data_path(DEFAULT_CONTROLLER)
+            if controller is None and not path.is_file():
+                raise ValueError(
+                    f"no shipped controller at {path}; pass --controller FILE, or leave the "
+                    "controller methods out of --methods"
+                )
+            weights, source = load_controller(path), str(path)
+    return Plan(
+        config=config,
+        suite=suite,
+        families=families,
+        methods=methods,
+        added=added,
+        sweep_methods=sweep,
+        controller=weights,
+        controller_source=source,
+        steps={t: config.steps or f.spec("momentum").steps for t, f in families.items()},
+        controller_hash=controller_digest(weights) if weights is not None else "",
+    )

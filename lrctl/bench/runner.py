@@ -1,0 +1,305 @@
+"""Execution: every planned run, in worker processes or as Ray tasks, resumable.
+
+`run_bench` plans (lrctl.bench.plan), skips runs the store already holds, and executes the
+rest on a backend:
+
+- local (default): a `ProcessPoolExecutor` with one worker per core, each worker using one
+  torch thread; `workers=1` runs in this process;
+- Ray (`ray_address`): the same function as Ray tasks of one CPU each, on a running cluster
+  (`"auto"` or an address) or on a Ray started here (`"local"`, `workers` CPUs). Ray is an
+  optional extra: `pip install 'lrctl[ray]'`; lrctl must be installed on the cluster's nodes.
+
+Tuning is two-phase: when the last tuning run of a (task, method) finishes, its LR is chosen
+and its final runs are queued ahead of the rest. Each finished run is written to the store at
+once (atomically), so an interrupted benchmark loses only the runs that were in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lrctl.bench.methods import Method
+from lrctl.bench.plan import BenchConfig, Plan, PlannedRun, RunConfig, choose_factor, make_plan
+from lrctl.bench.store import RunStore, make_record
+from lrctl.controller_file import ControllerWeights
+from lrctl.tasks import TaskFamily
+
+
+def execute_run(
+    config: RunConfig,
+    family: TaskFamily,
+    method: Method,
+    controller: ControllerWeights | None,
+) -> dict:
+    """Train one run and return its store record (runs in a worker, with one torch thread)."""
+    import torch
+
+    from lrctl.training import train
+
+    torch.set_num_threads(1)
+    spec = family.spec(
+        config.optimizer,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        **dict(config.arch),
+    )
+    history = train(
+        family.build(spec),
+        config.optimizer,
+        config.base_lr,
+        config.steps,
+        config.seed,
+        method.policy_fn(config.steps, config.val_every, controller),
+        val_every=config.val_every,
+        evaluate_test=config.evaluate_test,
+    )
+    return make_record(config, history)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class InlineBackend:
+    """Runs each submitted call at once, in this process (workers=1; tests, debugging)."""
+
+    name = "this process"
+    slots = 1
+
+    def submit(self, fn: Callable[..., dict], *args: object) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+class PoolBackend:
+    """A local process pool (spawned workers, one torch thread each)."""
+
+    def __init__(self, workers: int) -> None:
+        import multiprocessing
+
+        self.name = f"{workers} local worker processes"
+        self.slots = 2 * workers  # keep every worker fed while results are being saved
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+        )
+
+    def submit(self, fn: Callable[..., dict], *args: object) -> Future:
+        return self.pool.submit(fn, *args)
+
+    def close(self, cancel: bool = False) -> None:
+        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class RayBackend:
+    """Ray tasks of one CPU each; `address` 'local' starts a Ray of `workers` CPUs here."""
+
+    def __init__(self, address: str, workers: int) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError(
+                "--ray needs Ray, which is not installed: pip install 'lrctl[ray]'"
+            ) from None
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            if address == "local":
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.name = f"Ray ({address}, {cpus} CPUs)"
+        self.slots = 2 * max(1, cpus)
+        self.remote = ray.remote(num_cpus=1)(execute_run)
+
+    def submit(self, fn: Callable[..., dict], *args: object) -> Future:
+        assert fn is execute_run, "the Ray backend runs lrctl.bench.runner.execute_run only"
+        return self.remote.remote(*args).future()
+
+    def close(self, cancel: bool = False) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+Backend = InlineBackend | PoolBackend | RayBackend
+
+
+def make_backend(workers: int | None = None, ray_address: str | None = None) -> Backend:
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    if n < 1:
+        raise ValueError(f"--workers must be at least 1, got {n}")
+    if ray_address:
+        return RayBackend(ray_address, n)
+    return InlineBackend() if n == 1 else PoolBackend(n)
+
+
+@dataclass
+class BenchOutcome:
+    """What a benchmark ran and where its records are."""
+
+    plan: Plan
+    store: RunStore
+    out_dir: Path
+    configs: dict[str, RunConfig] = field(default_factory=dict)
+    """Every planned run by config hash, in plan order."""
+    roles: dict[str, set[str]] = field(default_factory=dict)
+    """The roles each run serves (tune, final, sweep)."""
+    chosen: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(task, method) -> the tuned LR factor."""
+    n_new: int = 0
+    n_cached: int = 0
+    wall_time_s: float = 0.0
+    backend: str = ""
+    complete: bool = False
+
+
+def _run_label(c: RunConfig) -> str:
+    return f"{c.task} / {c.method} / lr={c.base_lr:.3g} / seed {c.seed}"
+
+
+def run_plan(
+    plan: Plan,
+    store: RunStore,
+    backend: Backend,
+    out_dir: Path,
+    progress: bool = True,
+    max_new_runs: int | None = None,
+) -> BenchOutcome:
+    """Execute every run of `plan` not yet in `store`; stop early after `max_new_runs`."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    out = BenchOutcome(plan=plan, store=store, out_dir=out_dir, backend=backend.name)
+    results: dict[str, dict] = {}
+    stored = store.done()
+    queue: deque[str] = deque()
+    groups = plan.tune_groups()
+    remaining = {g: {c.config_hash for c in runs} for g, runs in groups.items()}
+    group_of: dict[str, list[tuple[str, str]]] = {}
+    for g, runs in groups.items():
+        for c in runs:
+            group_of.setdefault(c.config_hash, []).append(g)
+    methods = {m.name: m for m in [*plan.methods, *plan.sweep_methods]}
+
+    def add(run: PlannedRun, front: bool = False) -> None:
+        h = run.config.config_hash
+        out.roles.setdefault(h, set()).add(run.role)
+        if h in out.configs:
+            return  # the same run serves another role: trained once
+        out.configs[h] = run.config
+        record = store.load_valid(h) if h in stored else None
+        if record is None:
+            queue.appendleft(h) if front else queue.append(h)
+        else:
+            out.n_cached += 1
+            finished(h, record)
+
+    def finished(h: str, record: dict) -> None:
+        results[h] = record["result"]
+        for g in group_of.get(h, ()):
+            remaining[g].discard(h)
+            if not remaining[g]:
+                losses: dict[float, list[float]] = {}
+                for c in groups[g]:
+                    losses.setdefault(c.lr_factor, []).append(
+                        results[c.config_hash]["final_val_loss"]
+                    )
+                factor = choose_factor(losses)
+                out.chosen[g] = factor
+                for run in reversed(plan.finals_after_tuning(*g, factor)):
+                    add(run, front=True)
+
+    for run in plan.initial_runs():
+        add(run)
+    running: dict[Future, str] = {}
+    submitted = 0
+    bar = tqdm(
+        total=len(queue) + plan.n_final_tuned(),
+        desc=f"bench {plan.suite_name}",
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    try:
+        while True:
+            pending_finals = plan.config.seeds * sum(1 for g in groups if g not in out.chosen)
+            bar.total = out.n_new + len(running) + len(queue) + pending_finals
+            bar.set_postfix_str(f"{out.n_cached} stored before", refresh=False)
+            while queue and len(running) < backend.slots:
+                if max_new_runs is not None and submitted >= max_new_runs:
+                    break
+                h = queue.popleft()
+                c = out.configs[h]
+                args = (c, plan.families[c.task], methods[c.method], plan.controller)
+                running[backend.submit(execute_run, *args)] = h
+                submitted += 1
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                h = running.pop(fut)
+                try:
+                    record = fut.result()
+                except Exception as exc:
+                    raise RuntimeError(f"run {_run_label(out.configs[h])} failed: {exc}") from exc
+                store.save(record)
+                out.n_new += 1
+                bar.update(1)
+                finished(h, record)
+    finally:
+        bar.close()
+    out.complete = not queue and not running and len(out.chosen) == len(groups)
+    out.wall_time_s = time.perf_counter() - start
+    return out
+
+
+def output_dir(out: str | Path, plan: Plan) -> Path:
+    """`<out>/<suite name>`, or `<out>/<suite name>-quick` for --quick."""
+    return Path(out) / (plan.suite_name + ("-quick" if plan.config.quick else ""))
+
+
+def run_bench(
+    config: BenchConfig,
+    out: str | Path = "results",
+    controller: str | Path | ControllerWeights | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+    max_new_runs: int | None = None,
+    report: bool = True,
+    command: str | None = None,
+) -> BenchOutcome:
+    """Plan, run (resuming from the store), and write the outputs under `<out>/<suite>/`."""
+    plan = make_plan(config, controller)
+    out_dir = output_dir(out, plan)
+    store = RunStore(out_dir / "runs")
+    backend = make_backend(workers, ray_address)
+    try:
+        outcome = run_plan(plan, store, backend, out_dir, progress, max_new_runs)
+    except BaseException:  # an error or Ctrl-C: stop the workers now; finished runs are stored
+        backend.close(cancel=True)
+        raise
+    backend.close()
+    if report and outcome.complete:
+        from lrctl.bench.report import write_report
+
+        write_report(outcome, command=command, echo=progress)
+    return outcome

@@ -1,0 +1,88 @@
+"""The results store: one JSON file per finished run, written atomically.
+
+`<out>/<suite>/runs/<config_hash>.json` holds the run's config, its final metrics and its
+per-step history. A file appears only once it is complete (written to a hidden temporary file
+in the same folder, flushed to disk, then renamed over its final name), so a sweep killed at
+any moment leaves only whole records behind, and the next run skips exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from lrctl.bench.plan import RunConfig
+
+RECORD_VERSION = 1
+
+
+class RunStore:
+    """Finished runs by config hash, in one folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, config_hash: str) -> Path:
+        return self.folder / f"{config_hash}.json"
+
+    def done(self) -> set[str]:
+        """Hashes of every stored run (temporary files are not runs)."""
+        return {p.stem for p in self.folder.glob("*.json") if not p.name.startswith(".")}
+
+    def save(self, record: dict) -> Path:
+        """Write a record atomically: temp file, fsync, rename."""
+        path = self.path(record["config_hash"])
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=self.folder)
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; results are for everyone to read
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def load(self, config_hash: str) -> dict:
+        with open(self.path(config_hash)) as f:
+            return json.load(f)
+
+    def load_valid(self, config_hash: str) -> dict | None:
+        """The record, or None when it is missing or unreadable (then it is run again)."""
+        try:
+            record = self.load(config_hash)
+        except (OSError, ValueError):
+            return None
+        if record.get("version") != RECORD_VERSION or record.get("config_hash") != config_hash:
+            return None
+        return record
+
+
+def make_record(config: RunConfig, history) -> dict:  # history: lrctl.training.History
+    """A store record from a run's config and its `History`."""
+
+    def floats(values) -> list[float]:
+        return [float(v) for v in values]
+
+    return {
+        "version": RECORD_VERSION,
+        "config_hash": config.config_hash,
+        "config": asdict(config),
+        "result": {
+            "final_val_loss": history.final_val_loss,
+            "final_val_accuracy": history.final_val_accuracy,
+            "test_loss": history.test_loss,
+            "test_accuracy": history.test_accuracy,
+            "diverged": bool(history.diverged),
+            "diverged_at": history.diverged_at,
+            "wall_time_s": history.wall_time,
+        },
+        "steps": {c: floats(history.steps[c]) for c in ("train_loss", "grad_norm", "lr")},
+        "evals": {c: floats(history.evals[c]) for c in ("step", "val_loss", "val_accuracy")},
+    }
