@@ -68,6 +68,19 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
     out = export_run(args.run, args.output)
     print(f"wrote {out}")
+    if args.card:
+        import shutil
+
+        from lrctl.card import write_card
+
+        config = Path(args.output).parent / "config.json"
+        if not config.exists():  # the card folder keeps the config it was trained with
+            shutil.copyfile(Path(args.run) / "config.json", config)
+        command = (
+            f"lrctl train --config {config} --run-dir {args.run}\n"
+            f"lrctl export {args.run} -o {args.output} --card"
+        )
+        print(f"wrote {write_card(args.run, out, command)} and training_curve.png")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -197,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         "safetensors controller file (no pickle) usable with lrctl.LRController."))  # fmt: skip
     p.add_argument("run", help="run folder written by `lrctl train`")
     p.add_argument("-o", "--output", required=True, help="controller file to write (.safetensors)")
+    p.add_argument(
+        "--card",
+        action="store_true",
+        help="also write a model card (README.md, training_curve.png) beside it",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(

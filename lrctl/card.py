@@ -1,0 +1,95 @@
+"""Model card for an exported controller: README.md + training_curve.png beside the file.
+
+The card states how the controller was made (the exact command, the config, wall time on the
+machine that trained it), its training curve, and its evaluation on the held-out suite (the
+periodic evaluations from training; the benchmark's quality-bar table is appended by
+`lrctl bench` when it is run against this controller).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+
+def _plot_training_curve(run_dir: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    progress = pd.read_csv(run_dir / "logs" / "progress.csv")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(
+        progress["time/total_timesteps"],
+        progress["rollout/ep_rew_mean"],
+        label="train suite: mean episode return (stochastic policy)",
+    )
+    eval_csv = run_dir / "eval.csv"
+    if eval_csv.is_file():
+        ev = pd.read_csv(eval_csv)
+        ax.errorbar(
+            ev["step"], ev["mean_return"], yerr=ev["std_return"],
+            fmt="o-", capsize=3, label="eval suite (held out): mean return ± std, deterministic",
+        )  # fmt: skip
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(xlabel="PPO timesteps (controller decisions)", ylabel="return = log(V_0 / V_T)")
+    ax.set_title("lrctl default controller: training curve")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+def write_card(run_dir: str | Path, controller_file: str | Path, command: str) -> Path:
+    """Write README.md and training_curve.png next to `controller_file`."""
+    run_dir, controller_file = Path(run_dir), Path(controller_file)
+    folder = controller_file.parent
+    cfg = json.loads((run_dir / "config.json").read_text())
+    state = json.loads((run_dir / "final" / "state.json").read_text())
+    _plot_training_curve(run_dir, folder / "training_curve.png")
+    minutes = state.get("wall_time_s", 0.0) / 60
+    ev_table = ""
+    if (run_dir / "eval.csv").is_file():
+        ev = pd.read_csv(run_dir / "eval.csv")
+        ev_table = ev.to_markdown(index=False, floatfmt=".4f")
+    cores = os.cpu_count()
+    text = f"""# lrctl default controller
+
+A PPO policy that multiplies the learning rate by a factor in [1/{cfg["max_multiplier"]}, {cfg["max_multiplier"]}]
+every {cfg["interval"]} optimizer steps, within [{cfg["lr_band"][0]}, {cfg["lr_band"][1]}] x the base LR,
+from the scale-free features of `lrctl/features.py` (version in the file's metadata).
+
+- File: `{controller_file.name}` (safetensors, no pickle; `lrctl info {controller_file}`)
+- Trained on: `envs/{Path(cfg["suite"]).stem}.toml` (suite `{cfg["suite"]}`); evaluated on the held-out `{cfg["eval_suite"]}` suite
+- Timesteps: {state["num_timesteps"]:,} decisions, {cfg["n_envs"] or cores} environments in parallel
+- Wall time: {minutes:.1f} min on this machine ({cores} cores, {platform.processor() or platform.machine()}, CPU only)
+- Config: [`config.json`](config.json) (every field is documented in `lrctl/ppo.py`)
+
+## Reproduce
+
+```bash
+{command}
+```
+
+## Training curve
+
+![training curve](training_curve.png)
+
+## Evaluation during training (held-out suite, {cfg["eval_episodes"]} fixed episodes, deterministic policy)
+
+Return = log(V_0 / V_T) of the validation loss; divergence gives -8.
+
+{ev_table}
+"""
+    path = folder / "README.md"
+    tmp = path.with_name(".README.md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
