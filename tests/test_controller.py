@@ -192,3 +192,31 @@ def test_runtime_imports_without_gymnasium_or_sb3():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0.4"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_no_host_sync_between_decisions():
+    """On CUDA, the optimizer step (with the controller's grad-norm hook) and `sched.step` never
+    synchronise with the host between decisions (torch's sync debug mode raises on any
+    synchronising call); a decision step reads its block once, by design."""
+    device = torch.device("cuda")
+    model = torch.nn.Sequential(
+        torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
+    ).to(device)
+    x, y = torch.randn(128, 32, device=device), torch.randn(128, 1, device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    weights = random_policy(5)
+    sched = LRController(opt, total_steps=100, controller=weights)
+    k = weights.action_spec.interval
+    for t in range(40):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        decision = (t + 1) % k == 0
+        torch.cuda.set_sync_debug_mode(0 if decision else "error")
+        try:
+            opt.step()
+            sched.step(loss)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    assert math.isfinite(opt.param_groups[0]["lr"])
