@@ -15,7 +15,12 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED = ["envs/train.toml", "envs/eval.toml", "agents/default/controller.safetensors", "agents/default/config.json"]
+SHIPPED = [
+    "envs/train.toml",
+    "envs/eval.toml",
+    "agents/default/controller.safetensors",
+    "agents/default/config.json",
+]
 
 
 class BuildWithData(build_py):

@@ -240,11 +240,20 @@ class Plan:
             controller=self.controller_hash if method.uses_controller else "",
         )
 
+    @property
+    def tuning(self) -> bool:
+        """False for a one-point grid: tuned methods then simply run at that factor."""
+        return len(self.config.grid) > 1
+
     def tune_groups(self) -> dict[tuple[str, str], list[RunConfig]]:
         """(task, method) -> its tuning runs, for every tuned method."""
         cfg = self.config
+        if not self.tuning:
+            return {}
         return {
-            (task, m.name): [self.run(task, m, f, s) for f in cfg.grid for s in cfg.tune_seed_list]
+            (task, m.name): [
+                self.run(task, m, f, s, role="tune") for f in cfg.grid for s in cfg.tune_seed_list
+            ]
             for task in self.families
             for m in self.methods
             if m.tuned
@@ -255,9 +264,10 @@ class Plan:
         out = [PlannedRun(c, "tune") for group in self.tune_groups().values() for c in group]
         for task in self.families:
             for m in self.methods:
-                if not m.tuned:
+                if not m.tuned or not self.tuning:
+                    factor = self.config.grid[0] if m.tuned else 1.0
                     out += [
-                        PlannedRun(self.run(task, m, 1.0, s), "final")
+                        PlannedRun(self.run(task, m, factor, s), "final")
                         for s in self.config.final_seed_list
                     ]
         for task in self.families:
@@ -277,7 +287,7 @@ class Plan:
 
     def n_final_tuned(self) -> int:
         """How many final runs tuning will unlock."""
-        n_tuned = sum(m.tuned for m in self.methods)
+        n_tuned = sum(m.tuned for m in self.methods) if self.tuning else 0
         return len(self.families) * n_tuned * self.config.seeds
 
     def describe_task(self, task: str) -> str:
@@ -323,8 +333,8 @@ def make_plan(
             path = Path(controller) if controller is not None else data_path(DEFAULT_CONTROLLER)
             if controller is None and not path.is_file():
                 raise ValueError(
-                    f"no shipped controller at {path}; pass --controller FILE, or leave the "
-                    "controller methods out of --methods"
+                    f"no shipped controller at {path}; pass --controller FILE (a file "
+                    "written by `lrctl export`)"
                 )
             weights, source = load_controller(path), str(path)
     return Plan(

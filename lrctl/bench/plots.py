@@ -18,7 +18,7 @@ from lrctl.bench.methods import METHODS
 from lrctl.bench.runner import BenchOutcome
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,30 +27,31 @@ def _pyplot():
     return plt
 
 
-def _style(method: str) -> tuple[object, float]:
+def method_style(method: str) -> tuple[object, float]:
     """Colour and line width of a method, the same in every plot: the controllers stand out
-    (thick, black and crimson), the others take the tab20 palette, dark shades first."""
+    (thick, black and crimson), the others take tab20 without its reds, dark shades first."""
     import matplotlib
 
     if method.startswith("controller"):
         return ("black" if method.endswith("momentum") else "crimson"), 2.4
     cmap = matplotlib.colormaps["tab20"]
+    palette = [cmap(i) for i in (*range(0, 20, 2), *range(1, 20, 2)) if i not in (6, 7)]  # no reds
     others = [m for m in METHODS if not m.startswith("controller")]
     i = others.index(method) if method in others else len(others)
-    return cmap((2 * i) % 20 + (2 * i) // 20 % 2), 1.2
+    return palette[i % len(palette)], 1.2
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
     from lrctl.bench.report import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    _pyplot().close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
 
 
-def _mean_curve(series: list[np.ndarray]) -> np.ndarray:
+def mean_curve(series: list[np.ndarray]) -> np.ndarray:
     """Mean over runs of curves that may end early (diverged runs): NaN-padded mean."""
     n = max(len(s) for s in series)
     stacked = np.full((len(series), n), np.nan)
@@ -62,7 +63,7 @@ def _mean_curve(series: list[np.ndarray]) -> np.ndarray:
 
 
 def _grid(n_tasks: int, rows: int = 1):
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(
         rows, n_tasks, figsize=(5.2 * n_tasks + 2.8, 4.0 * rows), squeeze=False
     )
@@ -83,13 +84,13 @@ def _curves_plot(
             sel = finals[(finals.task == task) & (finals.method == name)]
             if sel.empty:
                 continue
-            color, width = _style(name)
+            color, width = method_style(name)
             if what == "loss":
                 evs = [records[h]["evals"] for h in sel.config_hash]
                 x = np.asarray(max(evs, key=lambda e: len(e["step"]))["step"])
-                y = _mean_curve([np.asarray(e["val_loss"]) for e in evs])
+                y = mean_curve([np.asarray(e["val_loss"]) for e in evs])
             else:
-                y = _mean_curve([np.asarray(records[h]["steps"]["lr"]) for h in sel.config_hash])
+                y = mean_curve([np.asarray(records[h]["steps"]["lr"]) for h in sel.config_hash])
                 x = np.arange(len(y))
             ax.plot(x[: len(y)], y, color=color, lw=width, label=labels[name])
         ax.set_yscale("log")
@@ -127,7 +128,7 @@ def _robustness_plot(outcome: BenchOutcome, runs: pd.DataFrame) -> object:
                 sel = sel[sel.lr_factor.isin(plan.config.sweep)]
                 g = sel.groupby("lr_factor")["test_loss"]
                 mean = g.agg(lambda v: v.mean() if np.isfinite(v).all() else math.nan)
-                color, width = _style(m.name)
+                color, width = method_style(m.name)
                 style = {"constant": ":", "cosine": "--"}.get(m.schedule, "-")
                 ax.plot(mean.index, mean.values, style, marker="o", color=color, lw=width,
                         label=labels[m.name])  # fmt: skip
@@ -141,7 +142,7 @@ def _robustness_plot(outcome: BenchOutcome, runs: pd.DataFrame) -> object:
                 continue
             g = sel.groupby("lr_factor")["final_val_loss"]
             mean = g.agg(lambda v: v.mean() if np.isfinite(v).all() else math.nan)
-            color, width = _style(m.name)
+            color, width = method_style(m.name)
             ax.plot(
                 mean.index, mean.values, marker=".", color=color, lw=width, label=labels[m.name]
             )
@@ -160,7 +161,7 @@ def _robustness_plot(outcome: BenchOutcome, runs: pd.DataFrame) -> object:
 def write_plots(outcome: BenchOutcome, runs: pd.DataFrame, records: dict[str, dict]) -> list[Path]:
     out = outcome.out_dir
     return [
-        _save(_curves_plot(outcome, runs, records, "loss"), out / "loss_curves.png"),
-        _save(_curves_plot(outcome, runs, records, "lr"), out / "lr_trajectories.png"),
-        _save(_robustness_plot(outcome, runs), out / "robustness.png"),
+        save_png(_curves_plot(outcome, runs, records, "loss"), out / "loss_curves.png"),
+        save_png(_curves_plot(outcome, runs, records, "lr"), out / "lr_trajectories.png"),
+        save_png(_robustness_plot(outcome, runs), out / "robustness.png"),
     ]

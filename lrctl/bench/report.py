@@ -11,7 +11,6 @@ import gzip
 import io
 import math
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lrctl.bench.methods import ADAM_REFERENCE, COSINE_REFERENCE, METHODS, find_method
+from lrctl.bench.methods import ADAM_REFERENCE, COSINE_REFERENCE, find_method
 from lrctl.bench.plan import MIN_FULL_GRID_POINTS, ROLES
 from lrctl.bench.runner import BenchOutcome
 
@@ -69,7 +68,7 @@ def runs_frame(outcome: BenchOutcome, records: dict[str, dict]) -> pd.DataFrame:
     """The tidy runs table, in a fixed order (role, task, method, LR, seed)."""
     plan = outcome.plan
     task_rank = {t: i for i, t in enumerate(plan.families)}
-    method_rank = {m: i for i, m in enumerate(METHODS)}
+    method_rank = {m.name: i for i, m in enumerate([*plan.methods, *plan.sweep_methods])}
     rows = []
     for h, c in outcome.configs.items():
         r = records[h]["result"]
@@ -96,7 +95,7 @@ def runs_frame(outcome: BenchOutcome, records: dict[str, dict]) -> pd.DataFrame:
                 "_order": (
                     ROLES.index(role),
                     task_rank[c.task],
-                    method_rank.get(c.method, len(method_rank)),
+                    method_rank[c.method],
                     c.base_lr,
                     c.seed,
                 ),
@@ -132,7 +131,7 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else "inf"
 
 
-def _cell(values: pd.Series) -> str:
+def mean_std_cell(values: pd.Series) -> str:
     """mean ± std (ddof=1) of finite values, with the number of diverged runs."""
     v = values.to_numpy(dtype=float)
     finite = v[np.isfinite(v)]
@@ -197,8 +196,8 @@ def summary_tables(outcome: BenchOutcome, runs: pd.DataFrame) -> Tables:
         lr: dict[str, object] = {"method": labels[m.name]}
         for t in tasks:
             cell = sel[sel.task == t]
-            row[t] = f"{_cell(cell['test_loss'])} ({int(ranks.loc[m.name, t])})"
-            acc[t] = _cell(cell["test_accuracy"])
+            row[t] = f"{mean_std_cell(cell['test_loss'])} ({int(ranks.loc[m.name, t])})"
+            acc[t] = mean_std_cell(cell["test_accuracy"])
             factor, base = float(cell["lr_factor"].iloc[0]), float(cell["base_lr"].iloc[0])
             how = "tuned" if m.tuned else ("reference" if m.lr == "reference" else "fixed")
             lr[t] = f"{base:.3g} (x{factor:.3g}, {how})"
@@ -215,17 +214,20 @@ def summary_tables(outcome: BenchOutcome, runs: pd.DataFrame) -> Tables:
 def budget_lines(outcome: BenchOutcome, runs: pd.DataFrame) -> list[str]:
     plan, cfg = outcome.plan, outcome.plan.config
     trials = len(cfg.grid) * cfg.tune_seeds
-    lines = [
-        f"- **Tuning budget per (task, tuned method):** {len(cfg.grid)} base LRs x "
-        f"{cfg.tune_seeds} seed(s) = {trials} trials of the task's full horizon "
-        f"({', '.join(f'{t}: {trials * s:,} inner steps' for t, s in plan.steps.items())}).",
-    ]
+    lines = []
+    if plan.tuning:
+        per_task = ", ".join(f"{t}: {trials * s:,} inner steps" for t, s in plan.steps.items())
+        lines.append(
+            f"- **Tuning budget per (task, tuned method):** {len(cfg.grid)} base LRs x "
+            f"{cfg.tune_seeds} seed(s) = {trials} trials of the task's full horizon ({per_task})."
+        )
     for role in ROLES:
         sel = runs[runs.role == role]
         lines.append(
             f"- **{role} runs:** {len(sel)} runs, {int(sel['steps'].sum()):,} inner steps "
             f"planned ({len(sel) and int(sel['diverged'].sum())} diverged)."
         )
+    lines.append(f"- **total:** {len(runs)} runs, {int(runs['steps'].sum()):,} inner steps.")
     return lines
 
 
@@ -234,10 +236,21 @@ def protocol_lines(outcome: BenchOutcome) -> list[str]:
     grid = ", ".join(f"x{f:.3g}" for f in cfg.grid)
     lines = [
         f"- **Tasks:** {'; '.join(plan.describe_task(t) for t in plan.families)}.",
-        f"- **Tuning:** each tuned method's base LR is chosen per task from a {len(cfg.grid)}-point "
-        f"log-spaced grid of the task's reference LR for that optimizer ({grid}), with tuning "
-        f"seeds {list(cfg.tune_seed_list)}, on the **validation** split: the lowest mean final "
-        "validation loss wins (a diverged seed counts as +inf; ties go to the smaller LR).",
+    ]
+    if plan.tuning:
+        lines.append(
+            f"- **Tuning:** each tuned method's base LR is chosen per task from a "
+            f"{len(cfg.grid)}-point log-spaced grid of the task's reference LR for that "
+            f"optimizer ({grid}), with tuning seeds {list(cfg.tune_seed_list)}, on the "
+            "**validation** split: the lowest mean final validation loss wins (a diverged seed "
+            "counts as +inf; ties go to the smaller LR)."
+        )
+    else:
+        lines.append(
+            f"- **No tuning:** every method runs at x{cfg.grid[0]:g} of its task's reference LR "
+            "(Adam at 1e-3 excepted)."
+        )
+    lines += [
         f"- **Reported figures:** every method retrained at its chosen LR with **fresh seeds** "
         f"{list(cfg.final_seed_list)} (never used in tuning), evaluated once on the held-out "
         "**test** split. Mean ± sample std over seeds; the rank in brackets is by mean test "
@@ -253,7 +266,7 @@ def protocol_lines(outcome: BenchOutcome) -> list[str]:
         lines.append(f"- **Added as comparison references:** {', '.join(plan.added)}.")
     if plan.controller is not None:
         lines.append(f"- **Controller:** `{plan.controller_source}`.")
-    if cfg.quick or len(cfg.grid) < MIN_FULL_GRID_POINTS:
+    if cfg.quick or (plan.tuning and len(cfg.grid) < MIN_FULL_GRID_POINTS):
         lines.insert(
             0,
             f"- **QUICK RUN, not the full protocol:** {len(cfg.grid)}-point grid, "
@@ -335,7 +348,9 @@ def quality_bar(outcome: BenchOutcome, runs: pd.DataFrame) -> tuple[list[Criteri
         for ctrl in controllers:
             cos = find_method(ctrl.optimizer, "cosine").name
             for t in plan.families:
-                best = outcome.chosen[(t, cos)]
+                best = outcome.chosen.get((t, cos))
+                if best is None:  # not tuned (a one-point grid)
+                    continue
                 for s in cfg.final_seed_list:
                     num, den = val[(t, ctrl.name, 1.0, s)], val[(t, cos, best, s)]
                     ratios.append(1.0 if num == den else num / den)
@@ -347,7 +362,7 @@ def quality_bar(outcome: BenchOutcome, runs: pd.DataFrame) -> tuple[list[Criteri
                               f"<= {TARGET_D}", d <= TARGET_D))  # fmt: skip
     else:
         crit.append(Criterion("d", "median of controller(x1) / tuned cosine", "not measured "
-                              "(the sweep has no x1)", f"<= {TARGET_D}", None))  # fmt: skip
+                              "(needs x1 in the sweep and a tuned cosine)", f"<= {TARGET_D}", None))  # fmt: skip
     means = (
         cell.groupby(["task", "optimizer", "factor"], sort=False)[
             ["controller", "constant", "cosine"]
@@ -472,25 +487,31 @@ def write_report(outcome: BenchOutcome, command: str | None = None, echo: bool =
     files += write_plots(outcome, runs, records)
     if not outcome.plan.config.quick:
         root = out.parent
-        cmd = command or "lrctl bench " + " ".join(sys.argv[2:])
+        cmd = command or "lrctl.bench.run_bench(...) from Python"
         files.append(root / "README.md")
         atomic_write_text(files[-1], readme_markdown(outcome, root, cmd))
     if echo:
-        print_summary(outcome, tables, crit, files)
+        print_summary(outcome, tables, crit, files, budget_lines(outcome, runs))
     return Report(runs, tables, crit, files)
 
 
 def print_summary(
-    outcome: BenchOutcome, tables: Tables, crit: list[Criterion], files: list[Path]
+    outcome: BenchOutcome,
+    tables: Tables,
+    crit: list[Criterion],
+    files: list[Path],
+    budget: list[str],
 ) -> None:
     cfg = outcome.plan.config
     print(f"\nlrctl bench: suite {outcome.plan.suite_name}" + (" (QUICK)" if cfg.quick else ""))
-    for line in protocol_lines(outcome)[:1] if cfg.quick else []:
-        print(line.replace("**", ""))
-    print(
-        f"tuning: {len(cfg.grid)}-point grid x {cfg.tune_seeds} seed(s) per (task, method); "
-        f"final: seeds {list(cfg.final_seed_list)} on the test split"
+    lines = protocol_lines(outcome)[:1] if cfg.quick else []
+    lines.append(
+        f"- Protocol: LRs tuned on the validation split (tuning seeds "
+        f"{list(cfg.tune_seed_list)}); reported: fresh seeds {list(cfg.final_seed_list)} on "
+        "the test split."
     )
+    for line in lines + budget:
+        print(line.replace("**", ""))
     print("\ntest loss, mean ± std over seeds (rank per task):")
     print(tables.test_loss.to_markdown(index=False))
     if crit:

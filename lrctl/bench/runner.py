@@ -75,6 +75,11 @@ class InlineBackend:
     name = "this process"
     slots = 1
 
+    def __init__(self) -> None:
+        import torch
+
+        self.threads = torch.get_num_threads()  # execute_run sets 1; restored by close()
+
     def submit(self, fn: Callable[..., dict], *args: object) -> Future:
         fut: Future = Future()
         try:
@@ -84,7 +89,9 @@ class InlineBackend:
         return fut
 
     def close(self, cancel: bool = False) -> None:
-        pass
+        import torch
+
+        torch.set_num_threads(self.threads)
 
 
 class PoolBackend:
@@ -121,10 +128,16 @@ class RayBackend:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
-            if address == "local":
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=address, log_to_driver=False)
+            try:
+                if address == "local":
+                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+                else:
+                    ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ValueError(
+                    f"cannot start or reach Ray at {address!r} ({exc}); start a cluster with "
+                    "`ray start --head`, or use --ray local"
+                ) from None
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.name = f"Ray ({address}, {cpus} CPUs)"
         self.slots = 2 * max(1, cpus)
@@ -182,6 +195,7 @@ def run_plan(
     out_dir: Path,
     progress: bool = True,
     max_new_runs: int | None = None,
+    desc: str | None = None,
 ) -> BenchOutcome:
     """Execute every run of `plan` not yet in `store`; stop early after `max_new_runs`."""
     from tqdm import tqdm
@@ -233,7 +247,7 @@ def run_plan(
     submitted = 0
     bar = tqdm(
         total=len(queue) + plan.n_final_tuned(),
-        desc=f"bench {plan.suite_name}",
+        desc=desc or f"bench {plan.suite_name}",
         unit="run",
         disable=not progress,
         dynamic_ncols=True,
@@ -271,6 +285,28 @@ def run_plan(
     return out
 
 
+def execute_plan(
+    plan: Plan,
+    out_dir: Path,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+    max_new_runs: int | None = None,
+    desc: str | None = None,
+) -> BenchOutcome:
+    """`run_plan` on a fresh backend with the store `out_dir/runs`; the backend is closed
+    at the end, and at once on an error or Ctrl-C (finished runs are already stored)."""
+    store = RunStore(out_dir / "runs")
+    backend = make_backend(workers, ray_address)
+    try:
+        outcome = run_plan(plan, store, backend, out_dir, progress, max_new_runs, desc)
+    except BaseException:
+        backend.close(cancel=True)
+        raise
+    backend.close()
+    return outcome
+
+
 def output_dir(out: str | Path, plan: Plan) -> Path:
     """`<out>/<suite name>`, or `<out>/<suite name>-quick` for --quick."""
     return Path(out) / (plan.suite_name + ("-quick" if plan.config.quick else ""))
@@ -289,17 +325,11 @@ def run_bench(
 ) -> BenchOutcome:
     """Plan, run (resuming from the store), and write the outputs under `<out>/<suite>/`."""
     plan = make_plan(config, controller)
-    out_dir = output_dir(out, plan)
-    store = RunStore(out_dir / "runs")
-    backend = make_backend(workers, ray_address)
-    try:
-        outcome = run_plan(plan, store, backend, out_dir, progress, max_new_runs)
-    except BaseException:  # an error or Ctrl-C: stop the workers now; finished runs are stored
-        backend.close(cancel=True)
-        raise
-    backend.close()
+    outcome = execute_plan(
+        plan, output_dir(out, plan), workers, ray_address, progress, max_new_runs
+    )
     if report and outcome.complete:
         from lrctl.bench.report import write_report
 
-        write_report(outcome, command=command, echo=progress)
+        write_report(outcome, command=command)
     return outcome
