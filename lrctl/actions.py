@@ -37,6 +37,9 @@ class ActionSpec:
 
     def multiplier(self, action: float | np.ndarray) -> float | np.ndarray:
         """exp(a * log m_max), with a clipped to [-1, 1] and NaN read as 0 (no change)."""
+        if isinstance(action, float):  # the runtime's per-decision path: plain floats, no numpy
+            a = 0.0 if math.isnan(action) else min(max(action, -1.0), 1.0)
+            return math.exp(a * math.log(self.max_multiplier))
         a = np.clip(np.nan_to_num(np.asarray(action, dtype=np.float64), nan=0.0), -1.0, 1.0)
         m = np.exp(a * math.log(self.max_multiplier))
         return float(m) if m.ndim == 0 else m
@@ -55,6 +58,8 @@ class ActionSpec:
     ):
         """The LR after one decision: multiplied, then clipped to the band around base_lr."""
         lo, hi = self.lr_band
+        if isinstance(lr, float) and isinstance(base_lr, float) and isinstance(action, float):
+            return min(max(lr * self.multiplier(action), base_lr * lo), base_lr * hi)
         new = np.clip(
             np.asarray(lr) * self.multiplier(action),
             np.asarray(base_lr) * lo,

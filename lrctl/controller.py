@@ -113,13 +113,20 @@ class LRController:
                 loss = loss.reshape(())
         else:
             loss = torch.tensor(float(loss), device=self.device)
-        while len(self._norm_parts) < len(self._loss_parts) + 1:  # no optimizer.step() seen
-            self._norm_parts.append(self._norm_parts[-1] if self._norm_parts else None)
-        del self._norm_parts[len(self._loss_parts) + 1 :]  # several optimizer steps per step()
+        if len(self._norm_parts) != len(self._loss_parts) + 1:
+            self._align_norms()
         self._loss_parts.append(loss)
         self._t += 1
         if len(self._loss_parts) == self.spec.interval:
             self._decide()
+
+    def _align_norms(self) -> None:
+        """One gradient-norm entry per step(): repeat the last one if no optimizer.step() ran
+        since the previous step(), keep the first if several did (gradient accumulation)."""
+        n = len(self._loss_parts) + 1
+        while len(self._norm_parts) < n:
+            self._norm_parts.append(self._norm_parts[-1] if self._norm_parts else None)
+        del self._norm_parts[n:]
 
     def _block(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This block's losses [K] and global gradient norms [K], still on the device."""

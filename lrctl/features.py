@@ -175,7 +175,7 @@ class FeatureTracker:
         feats[:, 12] = 1.0 - finite.mean(1)
         self.prev = m
         self.g_prev = g
-        np.nan_to_num(feats, copy=False, nan=0.0, posinf=CLIP, neginf=-CLIP)
+        feats[np.isnan(feats)] = 0.0  # +-inf are clipped to +-CLIP just below
         return np.clip(feats, -CLIP, CLIP).astype(np.float32)
 
     def state_dict(self) -> dict[str, np.ndarray]:
