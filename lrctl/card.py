@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lrctl.atomic import atomic_path, atomic_write_text
+
 
 def _plot_training_curve(run_dir: Path, out: Path) -> None:
     import matplotlib
@@ -41,10 +43,9 @@ def _plot_training_curve(run_dir: Path, out: Path) -> None:
     ax.set_title("lrctl default controller: training curve")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, out)
 
 
 def write_card(run_dir: str | Path, controller_file: str | Path, command: str) -> Path:
@@ -89,7 +90,5 @@ Return = log(V_0 / V_T) of the validation loss; divergence gives -8.
 {ev_table}
 """
     path = folder / "README.md"
-    tmp = path.with_name(".README.md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path

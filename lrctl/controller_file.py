@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import numpy as np
 import torch
 
 from lrctl.actions import ActionSpec
+from lrctl.atomic import atomic_path
 from lrctl.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM
 
 FORMAT = "lrctl-controller"
@@ -89,7 +88,7 @@ class ControllerWeights:
 
 
 def save_controller(weights: ControllerWeights, path: str | Path) -> Path:
-    """Write a controller file atomically (temp file in the same folder, then rename)."""
+    """Write a controller file atomically (lrctl.atomic)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -110,18 +109,8 @@ def save_controller(weights: ControllerWeights, path: str | Path) -> Path:
         "action_spec": json.dumps(weights.action_spec.to_dict()),
         "provenance": json.dumps(weights.provenance, default=str),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lrctl.atomic import atomic_write_text
 from lrctl.bench.plan import BenchConfig, make_plan
-from lrctl.bench.report import atomic_write_text, mean_std_cell, runs_frame
+from lrctl.bench.report import mean_std_cell, runs_frame
 from lrctl.bench.runner import BenchOutcome, execute_plan
 
 DEMO_METHODS = (

@@ -29,6 +29,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor, VecNormalize
 
 from lrctl.actions import ActionSpec
+from lrctl.atomic import atomic_write_json
 
 CONFIG_VERSION = 1
 
@@ -182,12 +183,6 @@ def _atomic_dir_save(model: PPO, venv: VecNormalize, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 class AtomicCheckpoint(BaseCallback):
     """Every `every` timesteps: policy + normalisation statistics saved together, atomically."""
 
@@ -211,7 +206,7 @@ class AtomicCheckpoint(BaseCallback):
         target = self.dir / f"step-{step:09d}"
         self.dir.mkdir(parents=True, exist_ok=True)
         _atomic_dir_save(self.model, self.model.get_env(), target)
-        _write_json_atomic(self.dir / "latest.json", {"step": step, "path": target.name})
+        atomic_write_json(self.dir / "latest.json", {"step": step, "path": target.name})
         for old in sorted(self.dir.glob("step-*"))[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return target
@@ -349,7 +344,7 @@ def train(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        _write_json_atomic(config_path, json.loads(cfg.to_json()))
+        atomic_write_json(config_path, json.loads(cfg.to_json()))
     torch.set_num_threads(1)
     venv = make_training_env(cfg)
     checkpoint = latest_checkpoint(run_dir) if resume else None
@@ -396,8 +391,8 @@ def train(
         _atomic_dir_save(model, venv, final)
         state = json.loads((final / "state.json").read_text())
         state["wall_time_s"] = time.perf_counter() - start + _previous_wall_time(run_dir)
-        _write_json_atomic(final / "state.json", state)
-        _write_json_atomic(run_dir / "wall_time.json", {"wall_time_s": state["wall_time_s"]})
+        atomic_write_json(final / "state.json", state)
+        atomic_write_json(run_dir / "wall_time.json", {"wall_time_s": state["wall_time_s"]})
     finally:
         venv.close()
     return final

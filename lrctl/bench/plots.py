@@ -42,7 +42,7 @@ def method_style(method: str) -> tuple[object, float]:
 
 
 def save_png(fig, path: Path) -> Path:
-    from lrctl.bench.report import atomic_write_bytes
+    from lrctl.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})

@@ -10,14 +10,13 @@ from __future__ import annotations
 import gzip
 import io
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lrctl.atomic import atomic_write_bytes, atomic_write_text
 from lrctl.bench.methods import ADAM_REFERENCE, COSINE_REFERENCE, find_method
 from lrctl.bench.plan import MIN_FULL_GRID_POINTS, ROLES
 from lrctl.bench.runner import BenchOutcome
@@ -36,25 +35,6 @@ ROLE_ORDER = ("final", "sweep", "tune")
 TARGET_A = 0.80  # fraction of cells with controller <= constant LR
 TARGET_B = 0.60  # fraction of cells with controller <= 1.01 x cosine
 TARGET_D = 1.05  # median of controller(x1) / cosine(best grid LR)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; results are for everyone to read
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _gzip(text: str) -> bytes:

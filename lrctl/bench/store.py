@@ -9,11 +9,10 @@ any moment leaves only whole records behind, and the next run skips exactly thos
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from lrctl.atomic import atomic_write_json
 from lrctl.bench.plan import RunConfig
 
 RECORD_VERSION = 1
@@ -36,17 +35,7 @@ class RunStore:
     def save(self, record: dict) -> Path:
         """Write a record atomically: temp file, fsync, rename."""
         path = self.path(record["config_hash"])
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=self.folder)
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; results are for everyone to read
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_json(path, record, separators=(",", ":"))
         return path
 
     def load(self, config_hash: str) -> dict:
