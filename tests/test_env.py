@@ -24,15 +24,6 @@ B = REWARD_BOUND
 TRAIN_FAMILIES = load_suite("train").family_names
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Reference LRs pinned here (the values these tests were written against), so that a
 # recalibration of the families' reference LRs cannot move the tests' episodes.
 PINNED_REFERENCE_LRS = {

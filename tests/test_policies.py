@@ -6,22 +6,12 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from lrctl.actions import ActionSpec
 from lrctl.env import LRControlEnv
 from lrctl.features import FEATURE_NAMES, OBS_DIM
 from lrctl.policies import SCRIPTED, CosineDecay, FixedAction, make_policy, rollout
 from lrctl.tasks import FAMILIES
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
