@@ -1,9 +1,9 @@
 """Model card for an exported controller: README.md + training_curve.png beside the file.
 
 The card states how the controller was made (the exact command, the config, wall time on the
-machine that trained it), its training curve, and its evaluation on the held-out suite (the
-periodic evaluations from training; the benchmark's quality-bar table is appended by
-`lrctl bench` when it is run against this controller).
+machine that trained it), its training curve, and its evaluation on the held-out suite: the
+periodic evaluations from training and, when `bench_dir` is given, the quality-bar table and
+summary that `lrctl bench` wrote there for this controller.
 """
 
 from __future__ import annotations
@@ -48,7 +48,30 @@ def _plot_training_curve(run_dir: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def write_card(run_dir: str | Path, controller_file: str | Path, command: str) -> Path:
+def check_bench_dir(bench_dir: Path) -> None:
+    if not (bench_dir / "quality_bar.md").is_file() or not (bench_dir / "summary.md").is_file():
+        raise ValueError(f"{bench_dir}: no quality_bar.md and summary.md; run `lrctl bench` first")
+
+
+def _bench_section(bench_dir: Path) -> str:
+    """The quality bar (whole) and the summary's test-loss table, titles demoted one level."""
+    check_bench_dir(bench_dir)
+    quality = (bench_dir / "quality_bar.md").read_text().replace("\n## ", "\n### ")
+    quality = quality.replace("# ", "## ", 1)
+    sections = (bench_dir / "summary.md").read_text().split("\n## ")
+    test_loss = next((s for s in sections[1:] if s.startswith("Test loss")), "")
+    return (
+        f"{quality}\n## Benchmark: test loss against tuned baselines (from `{bench_dir}/summary.md`)\n\n"
+        f"{test_loss.split(chr(10), 1)[-1]}"
+    )
+
+
+def write_card(
+    run_dir: str | Path,
+    controller_file: str | Path,
+    command: str,
+    bench_dir: str | Path | None = None,
+) -> Path:
     """Write README.md and training_curve.png next to `controller_file`."""
     run_dir, controller_file = Path(run_dir), Path(controller_file)
     folder = controller_file.parent
@@ -89,6 +112,8 @@ Return = log(V_0 / V_T) of the validation loss; divergence gives -8.
 
 {ev_table}
 """
+    if bench_dir is not None:
+        text += "\n" + _bench_section(Path(bench_dir))
     path = folder / "README.md"
     atomic_write_text(path, text)
     return path

@@ -66,6 +66,12 @@ def _print_train_summary(run_dir: Path, final: Path) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from lrctl.export import export_run
 
+    if args.bench:
+        from lrctl.card import check_bench_dir
+
+        if not args.card:
+            raise UserError("--bench only makes sense with --card")
+        check_bench_dir(Path(args.bench))  # before writing anything
     out = export_run(args.run, args.output)
     print(f"wrote {out}")
     if args.card:
@@ -80,7 +86,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
             f"lrctl train --config {config} --run-dir {args.run}\n"
             f"lrctl export {args.run} -o {args.output} --card"
         )
-        print(f"wrote {write_card(args.run, out, command)} and training_curve.png")
+        card = write_card(args.run, out, command, args.bench)
+        print(f"wrote {card} and training_curve.png")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -214,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--card",
         action="store_true",
         help="also write a model card (README.md, training_curve.png) beside it",
+    )
+    p.add_argument(
+        "--bench",
+        metavar="DIR",
+        help="with --card: include the quality bar and summary `lrctl bench` wrote in DIR",
     )
     p.set_defaults(func=_cmd_export)
 
