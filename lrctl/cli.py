@@ -339,9 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"lrctl: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
-    except PermissionError as exc:
+    except OSError as exc:  # unwritable or impossible output paths, full disks
+        where = exc.filename or "the output"
         print(
-            f"lrctl: error: cannot write {exc.filename}: permission denied; choose another output path",
+            f"lrctl: error: cannot write {where}: {exc.strerror or exc}; choose another output path",
             file=sys.stderr,
         )
         return EXIT_USAGE

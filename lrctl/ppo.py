@@ -372,6 +372,13 @@ def train(
             device="cpu",
             verbose=0,
         )
+    if checkpoint is not None:
+        # SB3's CSV logger truncates progress.csv; keep the log of the run before the resume.
+        log = run_dir / "logs" / "progress.csv"
+        if log.is_file():
+            log.rename(log.with_name(f"progress-before-step-{model.num_timesteps:09d}.csv"))
+        for stale in (run_dir / "checkpoints").glob(".tmp-*"):  # a save the kill interrupted
+            shutil.rmtree(stale, ignore_errors=True)
     model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"]))
     checkpointer = AtomicCheckpoint(run_dir, cfg.checkpoint_every)
     callbacks: list[BaseCallback] = [checkpointer, ControlMetrics()]
