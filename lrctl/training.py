@@ -22,7 +22,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lrctl.features import global_grad_norm
 from lrctl.optimizers import make_optimizer
-from lrctl.tasks.base import RunSpec, Split, Task
+from lrctl.tasks.base import Split, Task
 
 
 @runtime_checkable
@@ -291,13 +291,4 @@ def train(
         final_val_accuracy=float(final[1]),
         test_loss=float(test[0]),
         test_accuracy=float(test[1]),
-    )
-
-
-def train_spec(
-    family_task: Task, spec: RunSpec, policy_fn: object | None = None, **kwargs: object
-) -> History:
-    """`train()` with the optimizer, LR, horizon and seed taken from a `RunSpec`."""
-    return train(
-        family_task, spec.optimizer, spec.base_lr, spec.steps, spec.seed, policy_fn, **kwargs
     )
