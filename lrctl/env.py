@@ -13,7 +13,7 @@ import torch
 from gymnasium import spaces
 
 from lrctl.actions import ActionSpec
-from lrctl.features import CLIP, OBS_DIM, FeatureTracker, read_block
+from lrctl.features import CLIP, OBS_DIM, FeatureTracker, observation_table, read_block
 from lrctl.tasks import FAMILIES, RunSpec, Split, Suite, Task, TaskFamily, load_suite
 from lrctl.training import InnerRun
 
@@ -61,21 +61,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     (`lrctl.features.FEATURE_NAMES`, version 1). "loss" of a block is the mean of its per-step
     log training losses.
 
-    | index | name            | meaning                                                        | range     |
-    | ----- | --------------- | -------------------------------------------------------------- | --------- |
-    | 0     | loss_vs_start   | log(loss / loss of the first block)                            | [-10, 10] |
-    | 1     | loss_vs_best    | log(loss / best block loss so far), >= 0                       | [0, 10]   |
-    | 2     | loss_vs_slow    | log(loss / slow moving average of loss)                        | [-10, 10] |
-    | 3     | loss_trend      | log(fast average / slow average): < 0 while improving         | [-10, 10] |
-    | 4     | loss_change     | log(loss / previous block's loss)                              | [-10, 10] |
-    | 5     | loss_noise      | std of per-step log-loss within the block                      | [0, 10]   |
-    | 6     | loss_slope      | least-squares slope of log-loss over the block, per block      | [-10, 10] |
-    | 7     | gnorm_vs_start  | log(grad norm / grad norm of the first block)                  | [-10, 10] |
-    | 8     | gnorm_vs_slow   | log(grad norm / its slow moving average)                       | [-10, 10] |
-    | 9     | gnorm_noise     | std of per-step log grad norm within the block                 | [0, 10]   |
-    | 10    | log_lr_ratio    | log(current lr / base lr)                                      | [-10, 10] |
-    | 11    | progress        | steps done / total steps                                       | [0, 1]    |
-    | 12    | nonfinite_frac  | fraction of the block's losses that were NaN or inf            | [0, 1]    |
+    {observation_table}
 
     ## Rewards
 
@@ -318,3 +304,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             "horizon": spec.steps,
             "diverged": self._diverged,
         }
+
+
+# The observation table is written once, in lrctl.features; the env's docstring shows it.
+LRControlEnv.__doc__ = (LRControlEnv.__doc__ or "").replace(
+    "{observation_table}", observation_table(indent="    ")
+)

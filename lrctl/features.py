@@ -72,6 +72,13 @@ _BAD_STEP_PENALTY = (
 )
 
 
+def observation_table(indent: str = "") -> str:
+    """The feature table of this module's docstring (index, name, meaning, range), for other
+    docstrings to show (the env's Observation Space) without a second copy."""
+    rows = [line for line in (__doc__ or "").splitlines() if line.startswith("|")]
+    return f"\n{indent}".join(rows)
+
+
 def global_grad_norm(grads: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
     """Global L2 norm of a list of gradients as a 0-d tensor on their device (no host sync).
 
