@@ -23,10 +23,19 @@ class ActionSpec:
     """m_max: the largest factor one decision may apply (up or down)."""
     lr_band: tuple[float, float] = (1e-3, 30.0)
     """Lowest and highest LR as multiples of the base LR."""
+    grad_norm_steps: int = 2
+    """G: gradient norms are read on the last G steps of each block only (capped at K).
+
+    Reading them costs a norm per parameter tensor, a measurable share of a small model's step,
+    and G = 2 keeps what the gradient features need (its level and its spread). Controller
+    files from before this field (feature version 1) read every step: G = K."""
 
     def __post_init__(self) -> None:
         if self.interval < 1:
             raise ValueError(f"interval must be >= 1, got {self.interval}")
+        if self.grad_norm_steps < 1:
+            raise ValueError(f"grad_norm_steps must be >= 1, got {self.grad_norm_steps}")
+        object.__setattr__(self, "grad_norm_steps", min(int(self.grad_norm_steps), self.interval))
         if not self.max_multiplier > 1.0 or not math.isfinite(self.max_multiplier):
             raise ValueError(
                 f"max_multiplier must be a finite number > 1, got {self.max_multiplier}"
@@ -72,6 +81,17 @@ class ActionSpec:
         d["lr_band"] = list(self.lr_band)
         return d
 
+    def records_grad_norm(self, index: int, block_len: int | None = None) -> bool:
+        """Whether step `index` (0-based) of a block of `block_len` steps (default K) reads
+        the gradient norm: the block's last G steps do."""
+        return index >= (self.interval if block_len is None else block_len) - self.grad_norm_steps
+
     @classmethod
     def from_dict(cls, d: dict) -> ActionSpec:
-        return cls(int(d["interval"]), float(d["max_multiplier"]), tuple(map(float, d["lr_band"])))
+        interval = int(d["interval"])
+        return cls(
+            interval,
+            float(d["max_multiplier"]),
+            tuple(map(float, d["lr_band"])),
+            int(d.get("grad_norm_steps", interval)),  # absent in v1 files: every step
+        )

@@ -7,9 +7,11 @@
         sched.step(loss)
 
 Gradient norms are captured by an optimizer step pre-hook (the gradients are read just before
-`optimizer.step()`, so zeroing them right after the step is fine). Per step the controller only
-keeps two things, as tensors on the parameters' device: the detached loss and the per-parameter
-gradient norms (one `torch._foreach_norm` call). Every K steps (the controller file's
+`optimizer.step()`, so zeroing them right after the step is fine), on the last G steps of each
+block only (the controller file's `grad_norm_steps`; the hook is registered for those steps and
+removed after them, so the other steps pay nothing for it). Per step the controller keeps the
+detached loss, and on those G steps the per-parameter gradient norms (one `torch._foreach_norm`
+call), as tensors on the parameters' device. Every K steps (the controller file's
 `interval`) it stacks the block, reads it to the host once, computes the features with
 `lrctl.features` (the same code the training env used), runs the policy and multiplies every
 param group's LR by the chosen factor, keeping each group within the controller's band around
@@ -85,12 +87,15 @@ class LRController:
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
         self._tracker = FeatureTracker(1)
         self._loss_parts: list[torch.Tensor] = []  # this block's detached losses
-        self._norm_parts: list[list[torch.Tensor] | None] = []  # per step: per-parameter norms
+        # Per step of the block's last G: per-parameter gradient norms (None: no gradients).
+        self._norm_parts: list[list[torch.Tensor] | None] = []
         self._t = 0  # step() calls so far
         self._scale = 1.0  # lr / base lr, the same for every group
         self._hold_left = 0
         self.last_action = 0.0
-        self._hook = optimizer.register_step_pre_hook(self._capture_grad_norms)
+        self._hook: torch.utils.hooks.RemovableHandle | None = None
+        self._closed = False
+        self._sync_hook()
 
     def _device(self) -> torch.device:
         for group in self.optimizer.param_groups:
@@ -113,26 +118,43 @@ class LRController:
                 loss = loss.reshape(())
         else:
             loss = torch.tensor(float(loss), device=self.device)
-        if len(self._norm_parts) != len(self._loss_parts) + 1:
-            self._align_norms()
+        n_norms = self._norms_expected(len(self._loss_parts) + 1)
+        if len(self._norm_parts) != n_norms:
+            self._align_norms(n_norms)
         self._loss_parts.append(loss)
         self._t += 1
         if len(self._loss_parts) == self.spec.interval:
             self._decide()
+        self._sync_hook()
 
-    def _align_norms(self) -> None:
-        """One gradient-norm entry per step(): repeat the last one if no optimizer.step() ran
-        since the previous step(), keep the first if several did (gradient accumulation)."""
-        n = len(self._loss_parts) + 1
+    def _norms_expected(self, n_steps: int) -> int:
+        """Gradient-norm entries after `n_steps` steps of a block (its last G steps read one)."""
+        return max(0, n_steps - (self.spec.interval - self.spec.grad_norm_steps))
+
+    def _sync_hook(self) -> None:
+        """Hold the gradient-norm hook exactly while the next optimizer step is one of the
+        block's last G steps."""
+        wanted = not self._closed and self.spec.records_grad_norm(len(self._loss_parts))
+        if wanted and self._hook is None:
+            self._hook = self.optimizer.register_step_pre_hook(self._capture_grad_norms)
+        elif not wanted and self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _align_norms(self, n: int) -> None:
+        """`n` gradient-norm entries: repeat the last one if no optimizer.step() ran since the
+        previous step(), keep the first if several did (gradient accumulation)."""
         while len(self._norm_parts) < n:
             self._norm_parts.append(self._norm_parts[-1] if self._norm_parts else None)
         del self._norm_parts[n:]
 
     def _block(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This block's losses [K] and global gradient norms [K], still on the device."""
+        """This block's losses [K] and global gradient norms [<= G], still on the device."""
         losses = torch.stack(self._loss_parts).to(self.device, torch.float32)
         parts = self._norm_parts
         sizes = {len(p) for p in parts if p is not None}
+        if not parts:
+            return losses, torch.zeros(0, device=self.device)
         if len(sizes) == 1 and all(p is not None for p in parts):
             flat = torch.stack([n for p in parts for n in p]).view(len(parts), -1)
             gnorms = torch.linalg.vector_norm(flat, 2.0, dim=1)
@@ -204,10 +226,12 @@ class LRController:
             {k: torch.as_tensor(v).cpu().numpy() for k, v in state["tracker"].items()}
         )
         self._write_lrs()
+        self._sync_hook()
 
     def close(self) -> None:
         """Remove the optimizer hook (the controller stops seeing gradient norms)."""
-        self._hook.remove()
+        self._closed = True
+        self._sync_hook()
 
     def __repr__(self) -> str:
         return (

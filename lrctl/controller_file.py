@@ -35,7 +35,7 @@ import torch
 
 from lrctl.actions import ActionSpec
 from lrctl.atomic import atomic_path
-from lrctl.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM
+from lrctl.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM, SUPPORTED_FEATURE_VERSIONS
 
 FORMAT = "lrctl-controller"
 FORMAT_VERSION = 1
@@ -149,13 +149,14 @@ def load_controller(path: str | Path) -> ControllerWeights:
             f"controller format version {meta['format_version']} is not supported by this lrctl "
             f"(it reads version {FORMAT_VERSION}); re-export it with this version of lrctl",
         )
-    if meta["feature_version"] != str(FEATURE_VERSION) or json.loads(meta["feature_names"]) != list(
+    supported = [str(v) for v in SUPPORTED_FEATURE_VERSIONS]
+    if meta["feature_version"] not in supported or json.loads(meta["feature_names"]) != list(
         FEATURE_NAMES
     ):
         raise _fail(
             path,
             f"controller was trained on feature version {meta['feature_version']} but this lrctl "
-            f"computes feature version {FEATURE_VERSION}; retrain or use a matching lrctl",
+            f"reads feature versions {', '.join(supported)}; retrain or use a matching lrctl",
         )
     try:
         n_layers = int(meta["n_layers"])
@@ -170,6 +171,7 @@ def load_controller(path: str | Path) -> ControllerWeights:
             obs_epsilon=float(meta["obs_epsilon"]),
             action_spec=ActionSpec.from_dict(json.loads(meta["action_spec"])),
             provenance=json.loads(meta.get("provenance", "{}")),
+            feature_version=int(meta["feature_version"]),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise _fail(path, f"controller file is incomplete or inconsistent: {exc}") from None

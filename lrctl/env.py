@@ -114,7 +114,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Version History
 
-    - v0: first version (features v1, K = 10, m_max = 2, band [1e-3, 30], B = 7).
+    - v0: first version (features v1, K = 10, m_max = 2, band [1e-3, 30], B = 7); with
+      features v2 the gradient norms of the last G = `action_spec.grad_norm_steps` steps of
+      each block only (default 2).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention
@@ -229,7 +231,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         run, spec = self.run, self.run_spec
         assert run is not None and spec is not None
         start = run.t
-        losses, gnorms = run.advance(self.action_spec.interval)
+        losses, gnorms = run.advance(
+            self.action_spec.interval, grad_norm_steps=self.action_spec.grad_norm_steps
+        )
         diverged = run.check_block(start)
         block_losses, block_gnorms = read_block(losses, gnorms)  # the block's one host read
         obs = self.tracker.update(

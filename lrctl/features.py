@@ -24,7 +24,7 @@ inputs never produce non-finite features.
 | 6     | loss_slope      | least-squares slope of log-loss over the block, per block      | [-10, 10] |
 | 7     | gnorm_vs_start  | log(grad norm / grad norm of the first block)                  | [-10, 10] |
 | 8     | gnorm_vs_slow   | log(grad norm / its slow moving average)                       | [-10, 10] |
-| 9     | gnorm_noise     | std of per-step log grad norm within the block                 | [0, 10]   |
+| 9     | gnorm_noise     | std of log grad norm over the block's last G steps             | [0, 10]   |
 | 10    | log_lr_ratio    | log(current lr / base lr)                                      | [-10, 10] |
 | 11    | progress        | steps done / total steps                                       | [0, 1]    |
 | 12    | nonfinite_frac  | fraction of the block's losses that were NaN or inf            | [0, 1]    |
@@ -35,7 +35,13 @@ non-negative (cross-entropy, MSE); values <= 1e-12 are clamped there. A NaN or i
 as the block's worst finite value + 10 in log space (a block with no finite value: the previous
 block's + 10), so it looks much worse, never better, and `nonfinite_frac` flags it.
 
-Version history: v1 (this set).
+The gradient-norm features (7-9) are computed from the norms of the last G steps of each block
+only (G = `ActionSpec.grad_norm_steps`, stored in controller files): `update` takes whatever
+[N, G] it is given, and callers read norms on those steps only, which is most of the per-step
+cost a controller adds to a small model's loop.
+
+Version history: v1: every step's gradient norm (G = K). v2: the last G steps of each block,
+G recorded in the controller file (a v1 file reads as G = K; the arithmetic is unchanged).
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ import math
 import numpy as np
 import torch
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
+SUPPORTED_FEATURE_VERSIONS = (1, 2)
+"""Feature versions a controller file may have been trained on (v1 files have G = K)."""
 FEATURE_NAMES: tuple[str, ...] = (
     "loss_vs_start",
     "loss_vs_best",
@@ -90,11 +98,12 @@ def global_grad_norm(grads: list[torch.Tensor], out: torch.Tensor | None = None)
 
 
 def read_block(losses: torch.Tensor, grad_norms: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The one host read per decision: [N, K] (or [K]) loss and gradient-norm buffers -> numpy."""
-    both = torch.stack((losses, grad_norms)).detach().double().cpu().numpy()
-    if both.ndim == 2:
-        both = both[:, None, :]
-    return both[0], both[1]
+    """The one host read per decision: [N, K] (or [K]) losses and [N, G] (or [G]) gradient
+    norms, on the device -> two float64 numpy arrays [N, K] and [N, G]."""
+    k = losses.shape[-1]
+    both = torch.cat((losses, grad_norms.to(losses.dtype)), dim=-1).detach().double().cpu()
+    both = both.numpy().reshape(-1, both.shape[-1])
+    return both[:, :k], both[:, k:]
 
 
 def _sanitize_log(values: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,9 @@ class TrainConfig:
     """m_max: an action of +-1 multiplies or divides the LR by this."""
     lr_band: tuple[float, float] = (1e-3, 30.0)
     """The LR stays within this band times the base LR."""
+    grad_norm_steps: int = 2
+    """G: gradient norms are observed on the last G steps of each block (capped at K).
+    Configs written before this field existed read every step (G = K)."""
     n_steps: int = 512
     """Rollout length per environment between PPO updates."""
     batch_size: int = 256
@@ -87,7 +90,9 @@ class TrainConfig:
 
     @property
     def action_spec(self) -> ActionSpec:
-        return ActionSpec(self.interval, self.max_multiplier, tuple(self.lr_band))
+        return ActionSpec(
+            self.interval, self.max_multiplier, tuple(self.lr_band), self.grad_norm_steps
+        )
 
     def resolved_n_envs(self) -> int:
         return self.n_envs or max(1, os.cpu_count() or 1)
@@ -100,6 +105,7 @@ class TrainConfig:
             "batch_size",
             "n_epochs",
             "interval",
+            "grad_norm_steps",
             "checkpoint_every",
         ):
             if getattr(self, name) <= 0:
@@ -123,6 +129,7 @@ class TrainConfig:
                 f"{source}: unknown config field {unknown[0]!r}; allowed fields: {', '.join(sorted(known))}"
             )
         data = dict(data)
+        data.setdefault("grad_norm_steps", data.get("interval", cls.interval))  # older configs
         for key in ("lr_band", "net_arch"):
             if key in data:
                 data[key] = tuple(data[key])

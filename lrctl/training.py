@@ -109,7 +109,7 @@ class InnerRun:
         self.batches = _BatchStream(self.task.train, task.batch_size, seed)
         self.capacity = int(capacity)
         self.loss_buf = torch.empty(self.capacity, device=self.device)
-        self.gnorm_buf = torch.empty(self.capacity, device=self.device)
+        self.gnorm_buf = torch.zeros(self.capacity, device=self.device)  # 0 where not read
         # Hot-path helpers: per-step 0-d views of the buffers (written with `out=`/`copy_`,
         # cheaper than `buf[t] = x`) and a scratch vector for the per-tensor gradient norms.
         self._loss_at = self.loss_buf.unbind()
@@ -139,15 +139,17 @@ class InnerRun:
             stepper(loss)
         return loss
 
-    def _step(self) -> torch.Tensor:
+    def _step(self, read_grad_norm: bool = True) -> torch.Tensor:
         t = self.t
         x, y = self.batches.next()
         for p in self.params:  # optimizer.zero_grad(set_to_none=True), without its overhead
             p.grad = None
         loss = self.task.loss_fn(self.model(x), y)
         loss.backward()
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if self._fast_norm and len(grads) == len(self.params):
+        grads = [p.grad for p in self.params if p.grad is not None] if read_grad_norm else None
+        if grads is None:
+            pass  # this step's gradient norm is not read (its buffer entry stays 0)
+        elif self._fast_norm and len(grads) == len(self.params):
             # grad_norm()'s ops, into preallocated memory: per-tensor norms, then their norm.
             torch.stack(torch._foreach_norm(grads, 2.0), out=self._norms)
             torch.linalg.vector_norm(self._norms, 2.0, out=self._gnorm_at[t])
@@ -160,16 +162,22 @@ class InnerRun:
         self.t = t + 1
         return loss
 
-    def advance(self, n: int, policy: object | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def advance(
+        self, n: int, policy: object | None = None, grad_norm_steps: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run up to `n` steps (never past capacity); return this block's losses and gradient
-        norms as on-device views (no host sync)."""
+        norms as on-device views (no host sync). With `grad_norm_steps` = G, only the block's
+        last G steps read their gradient norm and only those G norms are returned (the
+        controller's observation, `ActionSpec.grad_norm_steps`); None reads every step."""
         start = self.t
         stepper = _policy_stepper(policy)
-        for _ in range(min(n, self.capacity - self.t)):
-            loss = self._step()
+        m = min(n, self.capacity - self.t)
+        first_read = 0 if grad_norm_steps is None else max(m - grad_norm_steps, 0)
+        for i in range(m):
+            loss = self._step(i >= first_read)
             if stepper is not None:
                 stepper(loss)
-        return self.loss_buf[start : self.t], self.gnorm_buf[start : self.t]
+        return self.loss_buf[start : self.t], self.gnorm_buf[start + first_read : self.t]
 
     def check_block(self, start: int) -> bool:
         """Read steps [start, t) once: if any loss, gradient norm or parameter is non-finite,

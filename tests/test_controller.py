@@ -100,7 +100,8 @@ def test_grad_norm_captured_whether_or_not_grads_are_zeroed_after_step():
 def test_gradient_norm_matches_clip_grad_norm():
     model, x, y = tiny_regression()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    sched = LRController(opt, total_steps=10, controller=constant_policy(0.0))
+    spec = ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.25, 4.0), grad_norm_steps=4)
+    sched = LRController(opt, total_steps=10, controller=constant_policy(0.0, spec))
     loss = torch.nn.functional.mse_loss(model(x), y)
     loss.backward()
     expected = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
@@ -108,6 +109,32 @@ def test_gradient_norm_matches_clip_grad_norm():
     sched.step(loss)
     _, gnorms = sched._block()
     assert float(gnorms[0]) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_gradient_norms_read_on_the_last_g_steps_only():
+    """G = 2 of K = 4: the hook is held for block steps 2 and 3 only, and the block's norms
+    are exactly those steps' global norms."""
+    model, x, y = tiny_regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    spec = ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.25, 4.0), grad_norm_steps=2)
+    sched = LRController(opt, total_steps=100, controller=constant_policy(0.0, spec))
+    held, expected = [], []
+    for i in range(4):
+        held.append(sched._hook is not None)
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        if i >= 2:
+            expected.append(float(norm))
+        opt.step()
+        if i < 3:
+            sched.step(loss)
+    assert held == [False, False, True, True]
+    _, gnorms = sched._block()
+    assert gnorms.tolist() == pytest.approx(expected, rel=1e-6)
+    sched.step(loss)  # the decision empties the block and releases the hook
+    assert sched._hook is None and sched._norm_parts == []
 
 
 def test_state_dict_resume_gives_identical_trajectory():

@@ -169,7 +169,8 @@ def test_first_observation_is_what_the_controller_sees(env: LRControlEnv) -> Non
     obs, _ = env.reset(options={"spec": spec})
     task = FAMILIES["digits_mlp"]().build(spec)
     run = InnerRun(task, spec.optimizer, spec.base_lr, capacity=spec.steps, seed=spec.seed)
-    losses, gnorms = run.advance(10)
+    losses, gnorms = run.advance(10, grad_norm_steps=env.action_spec.grad_norm_steps)
+    assert gnorms.shape == (2,)  # G = 2 by default: the block's last two steps
     expected = features.FeatureTracker(1).update(
         *features.read_block(losses, gnorms), 0.0, 10 / spec.steps
     )

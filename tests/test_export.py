@@ -12,6 +12,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+from lrctl.actions import ActionSpec
 from lrctl.controller_file import ControllerFileError, load_controller, save_controller
 from lrctl.export import export_run
 from lrctl.features import CLIP, OBS_DIM
@@ -158,3 +159,18 @@ def test_export_needs_a_run(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({}))
     with pytest.raises(ValueError, match="no trained model found"):
         export_run(tmp_path, tmp_path / "x.safetensors")
+
+
+def test_feature_v1_files_read_every_steps_gradient_norm() -> None:
+    """The shipped file predates `grad_norm_steps` (feature version 1): it loads with G = K,
+    so the runtime reads every step's gradient norm, as the policy was trained."""
+    from lrctl.resources import DEFAULT_CONTROLLER, data_path
+
+    weights = load_controller(data_path(DEFAULT_CONTROLLER))
+    spec = weights.action_spec
+    if weights.feature_version == 1:
+        assert spec.grad_norm_steps == spec.interval
+    assert ActionSpec.from_dict({"interval": 7, "max_multiplier": 2, "lr_band": [0.1, 10]}) == (
+        ActionSpec(7, 2.0, (0.1, 10.0), grad_norm_steps=7)
+    )
+    assert ActionSpec(interval=3, grad_norm_steps=5).grad_norm_steps == 3  # capped at K

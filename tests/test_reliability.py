@@ -121,13 +121,14 @@ def test_env_survives_hostile_streams(hostile_env, blocks, val_losses, actions):
     stream = iter(blocks)
     vals = iter(val_losses)
 
-    def advance(self, n, policy=None):
+    def advance(self, n, policy=None, grad_norm_steps=None):
         block = torch.tensor(next(stream, [1.0] * n), dtype=torch.float32)
         start = self.t
         self.t += n
         self.loss_buf[start : self.t] = block
         self.gnorm_buf[start : self.t] = block.flip(0)
-        return self.loss_buf[start : self.t], self.gnorm_buf[start : self.t]
+        g = n if grad_norm_steps is None else grad_norm_steps
+        return self.loss_buf[start : self.t], self.gnorm_buf[self.t - g : self.t]
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(InnerRun, "advance", advance)

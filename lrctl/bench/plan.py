@@ -164,7 +164,10 @@ def controller_digest(weights: ControllerWeights) -> str:
     tensors = [weights.obs_mean, weights.obs_var, *(t for pair in weights.layers for t in pair)]
     for t in tensors:
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    meta = [weights.obs_clip, weights.obs_epsilon, weights.action_spec.to_dict()]
+    spec = weights.action_spec.to_dict()
+    if spec["grad_norm_steps"] == spec["interval"]:
+        del spec["grad_norm_steps"]  # every step, as before the field existed: same digest
+    meta = [weights.obs_clip, weights.obs_epsilon, spec]
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
