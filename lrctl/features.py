@@ -46,6 +46,7 @@ G recorded in the controller file (a v1 file reads as G = K; the arithmetic is u
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -120,6 +121,30 @@ def _sanitize_log(values: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray,
     return np.where(finite, logs, (worst + _BAD_STEP_PENALTY)[:, None]), finite
 
 
+def _sanitize_log_row(values: list[float], fallback: float) -> tuple[list[float], int]:
+    """`_sanitize_log` for one row of Python floats. Returns (logs, number of finite values)."""
+    logs = [math.log(max(v, 1e-12)) if math.isfinite(v) else None for v in values]
+    finite = [v for v in logs if v is not None]
+    if len(finite) == len(logs):
+        return logs, len(logs)  # type: ignore[return-value]
+    bad = (max(finite) if finite else fallback) + _BAD_STEP_PENALTY
+    return [bad if v is None else v for v in logs], len(finite)
+
+
+@functools.cache
+def _slope_weights(k: int) -> tuple[tuple[float, ...], float]:
+    """Centred step indices of a K-step block and their sum of squares (at least 1)."""
+    centred = tuple(i - (k - 1) / 2.0 for i in range(k))
+    return centred, max(sum(c * c for c in centred), 1.0)
+
+
+def _std(values: list[float], mean: float) -> float:
+    """Population standard deviation (numpy's default, ddof = 0)."""
+    if not values:
+        return math.nan
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
 class FeatureTracker:
     """Running state for N runs; `update` consumes one block per run and returns features."""
 
@@ -151,6 +176,9 @@ class FeatureTracker:
         log_lr_ratio and progress [N] (or scalars). Returns [N, OBS_DIM] float32 features."""
         losses = np.asarray(losses, dtype=np.float64).reshape(self.n, -1)
         grad_norms = np.asarray(grad_norms, dtype=np.float64).reshape(self.n, -1)
+        if self.n == 1 and np.ndim(log_lr_ratio) == 0 and np.ndim(progress) == 0:
+            return self._update_one(losses[0].tolist(), grad_norms[0].tolist(),
+                                    float(log_lr_ratio), float(progress))  # fmt: skip
         started = self.started
         log_l, finite = _sanitize_log(losses, np.where(started, self.prev, 0.0))
         log_g, _ = _sanitize_log(grad_norms, np.where(started, self.g_prev, 0.0))
@@ -193,6 +221,58 @@ class FeatureTracker:
         self.g_prev = g
         feats[np.isnan(feats)] = 0.0  # +-inf are clipped to +-CLIP just below
         return np.clip(feats, -CLIP, CLIP).astype(np.float32)
+
+    def _update_one(
+        self, losses: list[float], grad_norms: list[float], log_lr_ratio: float, progress: float
+    ) -> np.ndarray:
+        """`update` for one run, in plain Python floats: the same arithmetic as the array path
+        below (tests/test_features.py checks they agree on hostile inputs), at a tenth of its
+        cost, since a decision of the runtime controller is otherwise dominated by numpy's
+        per-call overhead on 10-element arrays. The single env and `LRController` take it."""
+        started = bool(self.started[0])
+        log_l, n_finite = _sanitize_log_row(losses, float(self.prev[0]) if started else 0.0)
+        log_g, _ = _sanitize_log_row(grad_norms, float(self.g_prev[0]) if started else 0.0)
+        k = len(log_l)
+        m = math.fsum(log_l) / k
+        g = math.fsum(log_g) / len(log_g) if log_g else math.nan
+        if not started:
+            self.m0[0] = self.best[0] = self.prev[0] = self.ema_fast[0] = self.ema_slow[0] = m
+            self.g0[0] = self.g_slow[0] = g
+            self.started[0] = True
+        ema_fast, ema_slow, g_slow = (
+            float(self.ema_fast[0]),
+            float(self.ema_slow[0]),
+            float(self.g_slow[0]),
+        )
+        loss_vs_slow, gnorm_vs_slow = m - ema_slow, g - g_slow
+        ema_fast += FAST * (m - ema_fast)
+        ema_slow += SLOW * (m - ema_slow)
+        g_slow += SLOW * (g - g_slow)
+        best = min(float(self.best[0]), m)
+        weights, sxx = _slope_weights(k)
+        slope = sum(v * w for v, w in zip(log_l, weights, strict=True)) / sxx * k
+        feats = [
+            m - float(self.m0[0]),
+            m - best,
+            loss_vs_slow,
+            ema_fast - ema_slow,
+            m - float(self.prev[0]),
+            _std(log_l, m),
+            slope,
+            g - float(self.g0[0]),
+            gnorm_vs_slow,
+            _std(log_g, g),
+            log_lr_ratio,
+            progress,
+            1.0 - n_finite / k,
+        ]
+        self.ema_fast[0], self.ema_slow[0], self.g_slow[0], self.best[0] = (
+            ema_fast, ema_slow, g_slow, best
+        )  # fmt: skip
+        self.prev = np.array([m])
+        self.g_prev = np.array([g])
+        out = [0.0 if f != f else min(max(f, -CLIP), CLIP) for f in feats]  # NaN -> 0, clip
+        return np.array([out], dtype=np.float32)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: np.array(getattr(self, k), copy=True) for k in self._STATE}

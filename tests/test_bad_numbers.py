@@ -57,3 +57,25 @@ def test_controller_lr_always_finite_and_in_band(losses, base_lr):
         assert math.isfinite(lr)
         assert base_lr * lo * (1 - 1e-9) <= lr <= base_lr * hi * (1 + 1e-9)
     assert math.isfinite(sched.get_last_lr()[0])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.lists(nasty, min_size=K, max_size=K), min_size=1, max_size=6),
+    st.lists(st.lists(nasty, min_size=2, max_size=2), min_size=6, max_size=6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=0.0, max_value=1.0),
+)
+def test_one_run_fast_path_equals_the_array_path(loss_blocks, gnorm_blocks, log_lr, progress):
+    """FeatureTracker(1) with scalar inputs takes the plain-Python path; two identical rows take
+    the numpy path. Both must give the same features on the same (hostile) stream."""
+    one, two = FeatureTracker(1), FeatureTracker(2)
+    for losses, gnorms in zip(loss_blocks, gnorm_blocks, strict=False):
+        fast = one.update(np.array([losses]), np.array([gnorms]), log_lr, progress)
+        both = two.update(
+            np.array([losses, losses]), np.array([gnorms, gnorms]), [log_lr] * 2, [progress] * 2
+        )
+        np.testing.assert_allclose(fast[0], both[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(both[0], both[1])
+    for key, value in one.state_dict().items():
+        np.testing.assert_allclose(value, two.state_dict()[key][:1], rtol=1e-9, atol=1e-9)
