@@ -78,13 +78,16 @@ class ControllerWeights:
             obs.detach().cpu() if isinstance(obs, torch.Tensor) else obs, dtype=np.float32
         )
         mean, std = self._norm
-        x = np.clip((x - mean) / std, -self.obs_clip, self.obs_clip)
+        x = (x - mean) / std
+        # np.minimum/np.maximum rather than np.clip: same result, a fraction of np.clip's
+        # per-call cost on arrays this small.
+        x = np.minimum(np.maximum(x, -self.obs_clip, out=x), self.obs_clip, out=x)
         last = len(self._np) - 1
         for i, (w_t, b) in enumerate(self._np):
             x = x @ w_t + b
             if i < last:
-                x = np.tanh(x)
-        return np.clip(x, -1.0, 1.0)
+                x = np.tanh(x, out=x)
+        return np.minimum(np.maximum(x, -1.0, out=x), 1.0, out=x)
 
 
 def save_controller(weights: ControllerWeights, path: str | Path) -> Path:
