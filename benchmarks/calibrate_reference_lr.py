@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from lrctl.optimizers import OPTIMIZER_NAMES
+from lrctl.optimizers import SAMPLED_OPTIMIZERS
 from lrctl.tasks import FAMILIES, TaskFamily, load_suite
 from lrctl.training import train
 
@@ -76,7 +76,7 @@ def calibrate(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="*", choices=sorted(FAMILIES), default=None)
-    parser.add_argument("--optimizers", nargs="*", choices=OPTIMIZER_NAMES, default=None)
+    parser.add_argument("--optimizers", nargs="*", choices=SAMPLED_OPTIMIZERS, default=None)
     parser.add_argument("--seeds", type=int, default=2, help="seeds per grid point (mean)")
     parser.add_argument(
         "--half-width", type=int, default=3, help="ladder points each side (3: 3 decades)"
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     families = [f for suite in ("train", "eval") for f in load_suite(suite).families]
     if args.families:
         families = [f for f in families if f.name in args.families]
-    optimizers = args.optimizers or list(OPTIMIZER_NAMES)
+    optimizers = args.optimizers or list(SAMPLED_OPTIMIZERS)
     print("command: " + " ".join(["python", *sys.argv]))
     print(
         f"grid: 1-3-10 ladder, +-{args.half_width} points around the current reference; "

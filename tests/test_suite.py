@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrctl.optimizers import OPTIMIZER_NAMES
+from lrctl.optimizers import SAMPLED_OPTIMIZERS
 from lrctl.tasks import FAMILIES, SuiteError, load_suite
 from lrctl.tasks.suite import SUITES_DIR
 
@@ -29,7 +29,7 @@ def test_shipped_suites_load() -> None:
     assert digits.config.batch_sizes == (32, 64, 128)
     assert evals.family("wine_mlp").config.batch_sizes == (16, 32)
     # Breadth (DESIGN rule 6): every train family samples every optimizer.
-    assert all(f.config.optimizers == OPTIMIZER_NAMES for f in train.families)
+    assert all(f.config.optimizers == SAMPLED_OPTIMIZERS for f in train.families)
 
 
 def test_train_and_eval_share_no_family() -> None:

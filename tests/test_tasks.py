@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrctl.optimizers import OPTIMIZER_NAMES
+from lrctl.optimizers import SAMPLED_OPTIMIZERS
 from lrctl.tasks import FAMILIES, RunSpec, TaskFamily, load_suite
 from lrctl.tasks.data import _split_indices
 from lrctl.training import train
@@ -45,7 +45,7 @@ def test_every_family_has_a_learning_margin_and_reference_lrs() -> None:
     assert set(LEARNS) == set(FAMILIES)
     for name, cls in FAMILIES.items():
         assert cls.name == name
-        assert set(cls.reference_lrs) == set(OPTIMIZER_NAMES), name
+        assert set(cls.reference_lrs) == set(SAMPLED_OPTIMIZERS), name
         assert all(lr > 0 for lr in cls.reference_lrs.values())
 
 

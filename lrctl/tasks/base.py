@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrctl.optimizers import OPTIMIZER_NAMES
+from lrctl.optimizers import SAMPLED_OPTIMIZERS, reference_source
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -101,7 +101,7 @@ class FamilyConfig:
 
     name: str
     weight: float = 1.0
-    optimizers: tuple[str, ...] = OPTIMIZER_NAMES
+    optimizers: tuple[str, ...] = SAMPLED_OPTIMIZERS
     lr_range: tuple[float, float] = (0.1, 10.0)
     """Base LR as multiples of the reference LR, drawn log-uniformly (two decades by default)."""
     steps: tuple[int, int] = (200, 800)
@@ -129,7 +129,12 @@ class TaskFamily(ABC):
         self.config = config or FamilyConfig(name=self.name)
 
     def reference_lr(self, optimizer: str) -> float:
-        return float(self.config.reference_lr.get(optimizer, self.reference_lrs[optimizer]))
+        """The LR a user would start `optimizer` from on this family; an LR-adapting optimizer
+        takes its base optimizer's value or its fixed default (`optimizers.reference_source`)."""
+        source = reference_source(optimizer)
+        if not isinstance(source, str):
+            return float(source)
+        return float(self.config.reference_lr.get(source, self.reference_lrs[source]))
 
     def arch_space(self) -> dict[str, tuple[int, ...]]:
         """The architecture choices this family samples over."""

@@ -8,7 +8,7 @@ Format (version 1)::
     [[family]]
     name = "digits_mlp"          # a family from lrctl.tasks.FAMILIES
     weight = 1.0                 # relative sampling weight (> 0)
-    optimizers = ["sgd", "adam"] # subset of lrctl.optimizers.OPTIMIZER_NAMES
+    optimizers = ["sgd", "adam"] # subset of lrctl.optimizers.SAMPLED_OPTIMIZERS
     lr_range = [0.1, 10.0]       # base LR as multiples of the reference LR (log-uniform)
     steps = [200, 800]           # horizon range (log-uniform)
     batch_sizes = [32, 64, 128]
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrctl.optimizers import OPTIMIZER_NAMES
+from lrctl.optimizers import SAMPLED_OPTIMIZERS
 from lrctl.resources import data_path
 from lrctl.tasks.base import FamilyConfig, RunSpec, TaskFamily
 from lrctl.tasks.families import FAMILIES
@@ -124,10 +124,10 @@ def _parse_family(path: Path, i: int, table: object) -> TaskFamily:
         )
     if "optimizers" in table:
         opts = table["optimizers"]
-        if not isinstance(opts, list) or not opts or any(o not in OPTIMIZER_NAMES for o in opts):
+        if not isinstance(opts, list) or not opts or any(o not in SAMPLED_OPTIMIZERS for o in opts):
             raise _err(
                 path, f"{where}.optimizers",
-                f"expected a non-empty list drawn from {list(OPTIMIZER_NAMES)}, got {opts!r}",
+                f"expected a non-empty list drawn from {list(SAMPLED_OPTIMIZERS)}, got {opts!r}",
             )  # fmt: skip
         kw["optimizers"] = tuple(opts)
     if "lr_range" in table:
@@ -154,10 +154,10 @@ def _parse_family(path: Path, i: int, table: object) -> TaskFamily:
             kw[key] = tuple(vals)
     if "reference_lr" in table:
         ref = table["reference_lr"]
-        if not isinstance(ref, dict) or any(k not in OPTIMIZER_NAMES for k in ref):
+        if not isinstance(ref, dict) or any(k not in SAMPLED_OPTIMIZERS for k in ref):
             raise _err(
                 path, f"{where}.reference_lr",
-                f"expected a table keyed by optimizer names {list(OPTIMIZER_NAMES)}, got {ref!r}",
+                f"expected a table keyed by optimizer names {list(SAMPLED_OPTIMIZERS)}, got {ref!r}",
             )  # fmt: skip
         _positive_number_list(path, f"{where}.reference_lr", list(ref.values()), None)
         kw["reference_lr"] = {k: float(v) for k, v in ref.items()}
