@@ -1,4 +1,4 @@
-"""The `lrctl` command line: train, export, info, demo, bench.
+"""The `lrctl` command line: train, export, info, demo, find-lr, bench.
 
 User mistakes (unknown names, bad files, bad numbers) print one line `lrctl: error: ...` and
 exit with status 2; no traceback.
@@ -118,6 +118,63 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_find_lr(args: argparse.Namespace) -> None:
+    from lrctl.optimizers import OPTIMIZER_NAMES
+    from lrctl.range_test import MIN_STEPS, REFERENCE_SPAN, range_test_task
+    from lrctl.tasks import load_suite
+
+    if args.optimizer not in OPTIMIZER_NAMES:
+        raise UserError(
+            f"unknown optimizer {args.optimizer!r}; choose one of: {', '.join(OPTIMIZER_NAMES)}"
+        )
+    if args.steps < MIN_STEPS:
+        raise UserError(f"--steps must be at least {MIN_STEPS} (100 is usual), got {args.steps}")
+    family = load_suite(args.suite).family(args.task)  # KeyError names the suite's tasks
+    reference = family.reference_lr(args.optimizer)
+    out = Path(args.out or f"results/find-lr/{args.task}_{args.optimizer}.png")
+    _check_writable(out, "--out")
+    spec = family.spec(args.optimizer, seed=args.seed)
+    arch = ", ".join(f"{k}={v}" for k, v in sorted(spec.arch.items()))
+    lo, hi = (reference * f for f in REFERENCE_SPAN)
+    print(
+        f"lrctl find-lr: {args.task} ({arch}{', ' if arch else ''}batch {spec.batch_size}), "
+        f"{args.optimizer}, seed {args.seed}: LR {lo:.3g} -> {hi:.3g} over at most "
+        f"{args.steps} steps, train split"
+    )
+    try:
+        result = range_test_task(family, spec, args.optimizer, args.seed, steps=args.steps)
+    except ImportError as exc:  # an LR-adapting optimizer whose package is missing
+        raise UserError(str(exc)) from None
+    title = f"{args.task}, {args.optimizer}: LR range test, seed {args.seed}"
+    result.plot(out, reference_lr=reference, title=title)
+    rows = [
+        ("suggested LR", f"{result.suggestion:.3g}  ({result.suggestion / reference:.3g} x the reference)"),
+        ("rule", result.rule),
+        ("reference LR", f"{reference:.3g}  (the family's calibrated LR for {args.optimizer})"),
+        ("steps used", f"{result.steps} of {args.steps}"),
+        ("ended", result.stop_reason),
+    ]  # fmt: skip
+    for name, value in rows:
+        print(textwrap.fill(value, 96, initial_indent=f"  {name:<14}", subsequent_indent=" " * 16))
+    print(f"wrote {out}")
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Fail before the work, not after it, when `path` cannot be written."""
+    import tempfile
+
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file path such as {path}/plot.png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {path}: {exc.strerror or exc}; choose another {flag}"
+        ) from None
+
+
 def _names(values: list[str] | None) -> tuple[str, ...] | None:
     """Names given as several arguments and/or comma-separated."""
     if not values:
@@ -179,6 +236,47 @@ def _bench_epilog() -> str:
             88,
         )
     )
+
+
+def _add_find_lr_parser(sub: argparse._SubParsersAction) -> None:
+    from lrctl.optimizers import OPTIMIZER_NAMES
+    from lrctl.range_test import MIN_STEPS, REFERENCE_SPAN, UNSTABLE_FACTOR
+
+    lo, hi = REFERENCE_SPAN
+    p = sub.add_parser(
+        "find-lr",
+        help="LR range test on a task: a suggested starting LR and a plot",
+        description=(
+            "The LR range test (Smith 2017; fastai's lr_find) on one task family of a suite: the "
+            f"LR rises exponentially from {lo:g} to {hi:g} times the family's reference LR, one "
+            "optimizer step each on the train split (validation and test data are never read), "
+            "until the smoothed loss exceeds 4x its best. Prints the suggested LR beside the "
+            "reference LR and writes a PNG of loss against LR. The suggestion is where the loss "
+            "falls fastest: the steepest least-squares slope of log-loss over log-LR in windows "
+            "of 10% of the steps, after a 10% burn-in, before the loss minimum and before the "
+            f"loss first jumps to {UNSTABLE_FACTOR:g}x its best level; with no descent, the LR of "
+            "the minimum / 10. The plot goes to results/find-lr/TASK_OPTIMIZER.png unless --out "
+            "says otherwise. For your own loop: lrctl.range_test.find_lr(optimizer, train_step)."
+        ),
+    )
+    p.add_argument(
+        "--suite", default="eval", help="suite: a .toml path or 'eval' (default) / 'train'"
+    )
+    p.add_argument("--task", required=True, help="a family of the suite, e.g. digits_cnn")
+    p.add_argument(
+        "--optimizer",
+        default="momentum",
+        help=f"one of {', '.join(OPTIMIZER_NAMES)} (default momentum: SGD with momentum 0.9)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="model and batch-order seed (default 0)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=100,
+        help=f"most optimizer steps the test takes (default 100, at least {MIN_STEPS})",
+    )
+    p.add_argument("--out", metavar="PNG", help="where to write the plot (default: see above)")
+    p.set_defaults(func=_cmd_find_lr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_demo)
 
+    _add_find_lr_parser(sub)
+
     p = sub.add_parser(
         "bench",
         help="fair, resumable comparison with tuned classic schedules and Adam",
@@ -269,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=textwrap.fill(
             "Compare the controller (untuned, at each task's reference LR) with SGD-momentum "
             "under every classic schedule, Adam, AdamW, RMSprop and AdaGrad. Each baseline's base "
-            "LR is tuned per task by a 7-point log grid (2 seeds, validation split); every "
+            "LR is tuned per task by a 7-point log grid (2 seeds, validation split), or, for the "
+            "*_random / *_tpe methods, by random search / Optuna TPE with the same budget and "
+            "range, and for the *_range_test methods by an LR range test; every "
             "method is then retrained with fresh seeds and reported on the test split (mean, "
             "std, rank, win rates vs tuned cosine and vs Adam at 1e-3). The controller is also "
             "swept over x0.1, x1, x10 of the reference LR against constant LR and cosine at "

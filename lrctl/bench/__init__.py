@@ -4,8 +4,9 @@
 | ------------ | -------------------------------------------------------------- |
 | `methods.py` | the registry of methods (optimizer + schedule + LR rule)       |
 | `plan.py`    | settings, run configs and their hashes, the tuning rule        |
+| `tuners.py`  | how a tuned LR is chosen: grid, random search, TPE, range test |
 | `store.py`   | one JSON per finished run, written atomically (resume)         |
-| `runner.py`  | execution: local process pool or Ray, two-phase tuning         |
+| `runner.py`  | execution: local process pool or Ray, tuners, then final runs  |
 | `report.py`  | runs.csv, histories, summary.md, quality_bar.md, the index     |
 | `plots.py`   | loss curves, LR trajectories, robustness                       |
 

@@ -11,17 +11,30 @@
 | adamw_cosine             | AdamW        | cosine                           | tuned per task           |
 | rmsprop_constant         | RMSprop      | constant                         | tuned per task           |
 | adagrad_constant         | AdaGrad      | constant                         | tuned per task           |
+| sgd_hd                   | SGD-HD       | constant (adapts its own LR)     | tuned (not in defaults)  |
+| adam_hd                  | Adam-HD      | constant (adapts its own LR)     | tuned (not in defaults)  |
+| schedulefree_adamw       | SF-AdamW     | constant (schedule-free)         | tuned (not in defaults)  |
+| prodigy                  | Prodigy      | constant (adapts its own LR)     | 1.0 (not in defaults)    |
+| dadapt_adam              | D-Adapt Adam | constant (adapts its own LR)     | 1.0 (not in defaults)    |
+| momentum_cosine_random   | SGD-momentum | cosine                           | random search (not def.) |
+| momentum_cosine_tpe      | SGD-momentum | cosine                           | Optuna TPE (not def.)    |
+| adam_cosine_tpe          | Adam         | cosine                           | Optuna TPE (not def.)    |
+| momentum_one_cycle_tpe   | SGD-momentum | one-cycle, pct_start tuned too   | Optuna TPE (not def.)    |
+| momentum_range_test      | SGD-momentum | cosine                           | LR range test (not def.) |
+| adam_range_test          | Adam         | cosine                           | LR range test (not def.) |
+| controller_layerwise_momentum | SGD-momentum | lrctl controller, per layer | reference (not def.) |
+| controller_layerwise_adam     | Adam         | lrctl controller, per layer | reference (not def.) |
 
 "Reference" is the task family's reference LR for the optimizer (`family.reference_lr`), the
-value a user would start from; "tuned" means a grid search on the validation split
-(lrctl.bench.plan). Later methods (an LR range test, an Optuna tuner, a hypergradient
-optimizer) register here with `register_method`.
+value a user would start from; "tuned" means chosen per task by the method's `tuner`: a grid
+search on the validation split unless stated (lrctl.bench.tuners). Later methods register here
+with `register_method`.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -30,9 +43,13 @@ from torch.optim import Optimizer
 from lrctl.baselines import BASELINE_NAMES, BASELINES, baseline_policy
 from lrctl.controller_file import ControllerWeights
 from lrctl.optimizers import OPTIMIZER_NAMES
+from lrctl.param_groups import check_grouping
 
 CONTROLLER = "controller"
 """The schedule name of lrctl's learned controller."""
+
+TUNER_NAMES = ("grid", "random", "tpe", "range_test")
+"""How a tuned method's base LR is chosen per task (implemented in lrctl.bench.tuners)."""
 
 OPTIMIZER_LABELS = {
     "sgd": "SGD",
@@ -58,16 +75,29 @@ class Method:
     schedule: str
     """`CONTROLLER`, or a schedule name from lrctl.baselines."""
     lr: str | float = "tuned"
-    """'tuned' (grid search per task), 'reference' (the family's reference LR for the
+    """'tuned' (chosen per task by `tuner`), 'reference' (the family's reference LR for the
     optimizer), or a fixed number (the same LR on every task)."""
+    tuner: str = "grid"
+    """For a tuned LR, how it is chosen: one of `TUNER_NAMES` (lrctl.bench.tuners)."""
+    param_groups: str = "single"
+    """'single': one optimizer param group; 'layer': one per layer, all at the base LR
+    (lrctl.param_groups), and a controller then decides per group (layer-wise control)."""
 
     def __post_init__(self) -> None:
+        check_grouping(self.param_groups)
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"method {self.name!r}: unknown optimizer {self.optimizer!r}")
         if self.schedule != CONTROLLER and self.schedule not in BASELINE_NAMES:
             raise ValueError(f"method {self.name!r}: unknown schedule {self.schedule!r}")
         if isinstance(self.lr, str) and self.lr not in ("tuned", "reference"):
             raise ValueError(f"method {self.name!r}: lr must be 'tuned', 'reference' or a number")
+        if self.tuner not in TUNER_NAMES:
+            raise ValueError(
+                f"method {self.name!r}: unknown tuner {self.tuner!r}; "
+                f"choose from: {', '.join(TUNER_NAMES)}"
+            )
+        if self.tuner != "grid" and not self.tuned:
+            raise ValueError(f"method {self.name!r}: tuner {self.tuner!r} needs lr='tuned'")
 
     @property
     def tuned(self) -> bool:
@@ -78,23 +108,30 @@ class Method:
         return self.schedule == CONTROLLER
 
     def policy_fn(
-        self, steps: int, val_every: int, controller: ControllerWeights | None = None
+        self,
+        steps: int,
+        val_every: int,
+        controller: ControllerWeights | None = None,
+        schedule_params: Mapping[str, float] | None = None,
     ) -> Callable[[Optimizer], object]:
-        """The `policy_fn(optimizer)` that `lrctl.training.train` takes (picklable)."""
+        """The `policy_fn(optimizer)` that `lrctl.training.train` takes (picklable).
+        `schedule_params` override the schedule's defaults (tuned by random search / TPE)."""
         if self.uses_controller:
             if controller is None:
                 raise ValueError(f"method {self.name!r} needs controller weights")
-            return partial(_controller_policy, controller, steps)
-        overrides = {}
+            return partial(_controller_policy, controller, steps, self.param_groups == "layer")
+        overrides: dict[str, object] = dict(schedule_params or {})
         if "val_every" in inspect.signature(BASELINES[self.schedule]).parameters:
             overrides["val_every"] = val_every  # plateau: patience counted in validations
         return baseline_policy(self.schedule, steps, **overrides)
 
 
-def _controller_policy(weights: ControllerWeights, steps: int, optimizer: Optimizer) -> object:
+def _controller_policy(
+    weights: ControllerWeights, steps: int, per_group: bool, optimizer: Optimizer
+) -> object:
     from lrctl.controller import LRController
 
-    return LRController(optimizer, total_steps=steps, controller=weights)
+    return LRController(optimizer, total_steps=steps, controller=weights, per_group=per_group)
 
 
 METHODS: dict[str, Method] = {}
@@ -158,8 +195,60 @@ def get_methods(names: Iterable[str]) -> list[Method]:
 
 
 def find_method(optimizer: str, schedule: str) -> Method:
-    """The registered tuned method with this optimizer and schedule (e.g. adam + cosine)."""
+    """The registered grid-tuned method with this optimizer and schedule (e.g. adam + cosine)."""
     for m in METHODS.values():
-        if m.optimizer == optimizer and m.schedule == schedule and m.tuned:
+        if m.optimizer == optimizer and m.schedule == schedule and m.tuned and m.tuner == "grid":
             return m
-    raise KeyError(f"no tuned method registered for {optimizer} + {schedule}")
+    raise KeyError(f"no grid-tuned method registered for {optimizer} + {schedule}")
+
+
+# --- LR-adapting optimizers (issue #7): hypergradient descent, schedule-free, LR-free. ---
+# Each runs at a constant schedule: the optimizer itself changes (or replaces) the LR. The
+# hypergradient methods and schedule-free AdamW take their initial LR from the tuning grid like
+# the other tuned methods; Prodigy and D-Adaptation run untuned at lr = 1, their documented
+# default (a multiplier on the step size they estimate). Registered after DEFAULT_METHODS, so
+# `lrctl bench` runs them only when named in --methods.
+OPTIMIZER_LABELS.update(
+    {
+        "sgd_hd": "SGD-HD",
+        "adam_hd": "Adam-HD",
+        "schedulefree_adamw": "schedule-free AdamW",
+        "prodigy": "Prodigy",
+        "dadapt_adam": "D-Adapt Adam",
+    }
+)
+for _name in ("sgd_hd", "adam_hd", "schedulefree_adamw"):
+    register_method(Method(_name, OPTIMIZER_LABELS[_name], _name, "constant"))
+for _name in ("prodigy", "dadapt_adam"):
+    register_method(Method(_name, f"{OPTIMIZER_LABELS[_name]} (lr=1)", _name, "constant", 1.0))
+
+
+# --- Search-based tuners (issue #7): the base LR chosen by random search, Optuna TPE or an LR
+# range test instead of the grid (lrctl.bench.tuners). Random search and TPE get the grid's
+# budget and range; TPE on one-cycle also tunes its pct_start. Registered after
+# DEFAULT_METHODS, so `lrctl bench` runs them only when named in --methods.
+register_method(Method("momentum_cosine_random", "SGD-momentum + cosine (random search)",
+                       "momentum", "cosine", tuner="random"))  # fmt: skip
+register_method(Method("momentum_cosine_tpe", "SGD-momentum + cosine (TPE)", "momentum",
+                       "cosine", tuner="tpe"))  # fmt: skip
+register_method(Method("adam_cosine_tpe", "Adam + cosine (TPE)", "adam", "cosine", tuner="tpe"))
+register_method(Method("momentum_one_cycle_tpe", "SGD-momentum + one-cycle (TPE, LR + pct_start)",
+                       "momentum", "one_cycle", tuner="tpe"))  # fmt: skip
+for _opt in ("momentum", "adam"):
+    register_method(
+        Method(f"{_opt}_range_test", f"{OPTIMIZER_LABELS[_opt]}: range test -> cosine", _opt,
+               "cosine", tuner="range_test")
+    )  # fmt: skip
+
+
+# --- Layer-wise control (issue #7): the controller decides per layer. The optimizer has one
+# param group per layer (lrctl.param_groups.layer_param_groups), all at the reference LR
+# (untuned, as controller_momentum / controller_adam), and LRController(per_group=True) sets
+# each group's LR from that group's own gradient statistics. Registered after DEFAULT_METHODS,
+# so `lrctl bench` runs them only when named in --methods (benchmarks/layerwise.py compares
+# them with the global controller).
+for _opt in ("momentum", "adam"):
+    register_method(
+        Method(f"controller_layerwise_{_opt}", f"layer-wise controller + {OPTIMIZER_LABELS[_opt]}",
+               _opt, CONTROLLER, "reference", param_groups="layer")
+    )  # fmt: skip

@@ -2,11 +2,13 @@
 
 Protocol (stated again in every summary.md):
 
-- **Tuning.** Each tuned method's base LR is chosen per task from a log-spaced grid of
-  multiples of the family's reference LR for that optimizer (7 points, x10^-1.5 .. x10^1.5, for
-  a full run), trained with the *tuning seeds* 0..tune_seeds-1 and judged on the *validation*
-  split: the grid point with the lowest mean final validation loss wins (a diverged seed
-  counts as +inf; ties go to the smaller LR).
+- **Tuning.** Each tuned method's base LR is chosen per task by its tuner
+  (lrctl.bench.tuners). The grid tuner tries a log-spaced grid of multiples of the family's
+  reference LR for that optimizer (7 points, x10^-1.5 .. x10^1.5, for a full run), trained
+  with the *tuning seeds* 0..tune_seeds-1 and judged on the *validation* split: the grid point
+  with the lowest mean final validation loss wins (a diverged seed counts as +inf; ties go to
+  the smaller LR). Random search and TPE get the same budget and range and the same rule; an
+  LR range test reads the train split only.
 - **Final evaluation.** Every method is then trained with *fresh seeds* (1000, 1001, ...) at
   its chosen LR and reported on the held-out *test* split.
 - **Sweep.** The controller runs untuned at x0.1, x1 and x10 of the reference LR; constant LR
@@ -22,8 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,13 @@ FINAL_SEED_OFFSET = 1000
 """Final and sweep runs use seeds 1000, 1001, ...: never a tuning seed."""
 
 ROLES = ("tune", "final", "sweep")
+
+ADDED_FIELD = {"hashed_at_default": False}
+"""Metadata of a `RunConfig` field added after HASH_VERSION 1: left out of the hash while it
+holds its default, so every run stored before the field existed keeps its hash."""
+
+ScheduleParams = tuple[tuple[str, float], ...]
+"""Overrides of a schedule's defaults, as sorted (name, value) pairs (hashable, JSON-able)."""
 
 
 def log_grid(points: int, decades: float) -> tuple[float, ...]:
@@ -145,10 +154,19 @@ class RunConfig:
     """False for tuning runs: they never read the test split."""
     controller: str = ""
     """Digest of the controller's weights for controller runs, else empty."""
+    schedule_params: ScheduleParams = field(default=(), metadata=ADDED_FIELD)
+    """Overrides of the schedule's defaults (lrctl.baselines), set when a tuner searched the
+    schedule's own parameters (e.g. one_cycle's pct_start); empty: the schedule's defaults."""
+    param_groups: str = field(default="single", metadata=ADDED_FIELD)
+    """The method's optimizer param groups: 'single', or 'layer' (one per layer)."""
 
     @property
     def config_hash(self) -> str:
-        payload = json.dumps({"v": HASH_VERSION, **asdict(self)}, sort_keys=True)
+        values = asdict(self)
+        for f in fields(self):
+            if not f.metadata.get("hashed_at_default", True) and values[f.name] == f.default:
+                del values[f.name]
+        payload = json.dumps({"v": HASH_VERSION, **values}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -172,17 +190,19 @@ def controller_digest(weights: ControllerWeights) -> str:
     return h.hexdigest()[:16]
 
 
+def tuning_key(losses: Iterable[float], factor: float) -> tuple[float, float]:
+    """The tuning rule as a sort key (lowest first): the mean final validation loss over the
+    tuning seeds (a diverged seed counts as +inf), then the smaller LR factor."""
+    values = [v if math.isfinite(v) else math.inf for v in losses]
+    return (float(np.mean(values)) if values else math.inf, factor)
+
+
 def choose_factor(results: Mapping[float, Sequence[float]]) -> float:
-    """The tuning rule: the grid factor with the lowest mean final validation loss over the
-    tuning seeds. A diverged seed counts as +inf; ties go to the smaller factor."""
+    """The tuning rule on a grid: the factor with the lowest mean final validation loss over
+    the tuning seeds. A diverged seed counts as +inf; ties go to the smaller factor."""
     if not results:
         raise ValueError("no tuning results to choose from")
-
-    def score(factor: float) -> tuple[float, float]:
-        losses = [v if math.isfinite(v) else math.inf for v in results[factor]]
-        return (float(np.mean(losses)) if losses else math.inf, factor)
-
-    return min(results, key=score)
+    return min(results, key=lambda factor: tuning_key(results[factor], factor))
 
 
 @dataclass
@@ -212,11 +232,17 @@ class Plan:
         return self.suite.name
 
     def run(
-        self, task: str, method: Method, factor: float, seed: int, role: str = "final"
+        self,
+        task: str,
+        method: Method,
+        factor: float,
+        seed: int,
+        role: str = "final",
+        schedule_params: ScheduleParams = (),
     ) -> RunConfig:
         """The config of `method` on `task` at `factor` x the reference LR (or, for a method
-        with a fixed LR, at that LR; `factor` is then ignored). Tuning runs skip the test
-        split."""
+        with a fixed LR, at that LR; `factor` is then ignored), with the schedule's defaults
+        overridden by `schedule_params`. Tuning runs skip the test split."""
         family = self.families[task]
         steps = self.steps[task]
         spec = family.spec(method.optimizer, steps=steps)
@@ -241,6 +267,8 @@ class Plan:
             reference_lr=reference,
             evaluate_test=role != "tune",
             controller=self.controller_hash if method.uses_controller else "",
+            schedule_params=tuple(sorted(schedule_params)),
+            param_groups=method.param_groups,
         )
 
     @property
@@ -248,23 +276,15 @@ class Plan:
         """False for a one-point grid: tuned methods then simply run at that factor."""
         return len(self.config.grid) > 1
 
-    def tune_groups(self) -> dict[tuple[str, str], list[RunConfig]]:
-        """(task, method) -> its tuning runs, for every tuned method."""
-        cfg = self.config
+    def tune_targets(self) -> list[tuple[str, Method]]:
+        """Every (task, tuned method) whose base LR a tuner chooses (lrctl.bench.tuners)."""
         if not self.tuning:
-            return {}
-        return {
-            (task, m.name): [
-                self.run(task, m, f, s, role="tune") for f in cfg.grid for s in cfg.tune_seed_list
-            ]
-            for task in self.families
-            for m in self.methods
-            if m.tuned
-        }
+            return []
+        return [(task, m) for task in self.families for m in self.methods if m.tuned]
 
     def initial_runs(self) -> list[PlannedRun]:
-        """Tuning runs, the final runs of untuned methods, and the sweep."""
-        out = [PlannedRun(c, "tune") for group in self.tune_groups().values() for c in group]
+        """The final runs of untuned methods, and the sweep (tuners ask for the tuning runs)."""
+        out: list[PlannedRun] = []
         for task in self.families:
             for m in self.methods:
                 if not m.tuned or not self.tuning:
@@ -282,10 +302,15 @@ class Plan:
                 ]
         return out
 
-    def finals_after_tuning(self, task: str, method: str, factor: float) -> list[PlannedRun]:
+    def finals_after_tuning(
+        self, task: str, method: str, factor: float, schedule_params: ScheduleParams = ()
+    ) -> list[PlannedRun]:
+        """The final runs of a tuned method, at the factor (and schedule settings) its tuner
+        chose."""
         m = next(m for m in self.methods if m.name == method)
         return [
-            PlannedRun(self.run(task, m, factor, s), "final") for s in self.config.final_seed_list
+            PlannedRun(self.run(task, m, factor, s, schedule_params=schedule_params), "final")
+            for s in self.config.final_seed_list
         ]
 
     def n_final_tuned(self) -> int:

@@ -18,16 +18,24 @@ import pandas as pd
 
 from lrctl.atomic import atomic_write_bytes, atomic_write_text
 from lrctl.bench.methods import ADAM_REFERENCE, COSINE_REFERENCE, find_method
-from lrctl.bench.plan import MIN_FULL_GRID_POINTS, ROLES
+from lrctl.bench.plan import MIN_FULL_GRID_POINTS, ROLES, ScheduleParams
 from lrctl.bench.runner import BenchOutcome
+from lrctl.bench.tuners import NO_BUDGET, RANGE_TEST_STEPS, TUNERS, Budget
+from lrctl.bench.tuners import protocol_lines as tuner_protocol_lines
 
 RUN_COLUMNS = [
-    "task", "method", "optimizer", "schedule", "base_lr", "lr_factor", "role", "seed",
-    "final_val_loss", "final_val_accuracy", "test_loss", "test_accuracy", "diverged",
-    "diverged_at", "wall_time_s", "steps", "config_hash",
+    "task", "method", "optimizer", "schedule", "schedule_params", "base_lr", "lr_factor",
+    "role", "seed", "final_val_loss", "final_val_accuracy", "test_loss", "test_accuracy",
+    "diverged", "diverged_at", "wall_time_s", "steps", "tune_trials", "tune_steps",
+    "config_hash",
 ]  # fmt: skip
 """runs.csv: one row per run. A run serving several roles (the controller at x1 is its final
-run and a sweep point) has one row, under the first of final, sweep, tune."""
+run and a sweep point) has one row, under the first of final, sweep, tune. `schedule_params`:
+the schedule's settings a tuner chose ('pct_start=0.21'; empty: the defaults); `schedule`
+'range_test' is a range-test tuner's job. On final rows, the tuning budget the method used on
+that task: `tune_trials` configurations tried (grid: its points; random search and TPE: their
+trials; a range test: 1; untuned: 0) and `tune_steps` inner steps spent, across seeds (each
+training trial's full horizon; a range test's steps used)."""
 
 ROLE_ORDER = ("final", "sweep", "tune")
 
@@ -44,6 +52,17 @@ def _gzip(text: str) -> bytes:
     return buf.getvalue()
 
 
+def params_text(params: ScheduleParams) -> str:
+    """Schedule settings as 'name=value, ...' (empty for the defaults)."""
+    return ", ".join(f"{k}={v:.3g}" for k, v in params)
+
+
+def budget_of(outcome: BenchOutcome, task: str, method: str) -> Budget:
+    """The tuning budget `method` used on `task` (none for an untuned method)."""
+    tuned = outcome.tuned.get((task, method))
+    return tuned.budget if tuned is not None else NO_BUDGET
+
+
 def runs_frame(outcome: BenchOutcome, records: dict[str, dict]) -> pd.DataFrame:
     """The tidy runs table, in a fixed order (role, task, method, LR, seed)."""
     plan = outcome.plan
@@ -53,12 +72,14 @@ def runs_frame(outcome: BenchOutcome, records: dict[str, dict]) -> pd.DataFrame:
     for h, c in outcome.configs.items():
         r = records[h]["result"]
         role = next(x for x in ROLE_ORDER if x in outcome.roles[h])
+        budget = budget_of(outcome, c.task, c.method) if role == "final" else None
         rows.append(
             {
                 "task": c.task,
                 "method": c.method,
                 "optimizer": c.optimizer,
                 "schedule": c.schedule,
+                "schedule_params": params_text(c.schedule_params),
                 "base_lr": c.base_lr,
                 "lr_factor": c.lr_factor,
                 "role": role,
@@ -71,6 +92,8 @@ def runs_frame(outcome: BenchOutcome, records: dict[str, dict]) -> pd.DataFrame:
                 "diverged_at": r["diverged_at"],
                 "wall_time_s": r["wall_time_s"],
                 "steps": c.steps,
+                "tune_trials": budget.trials if budget is not None else None,
+                "tune_steps": budget.steps if budget is not None else None,
                 "config_hash": h,
                 "_order": (
                     ROLES.index(role),
@@ -82,7 +105,8 @@ def runs_frame(outcome: BenchOutcome, records: dict[str, dict]) -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows).sort_values("_order", kind="stable").drop(columns="_order")
-    frame["diverged_at"] = frame["diverged_at"].astype("Int64")
+    for col in ("diverged_at", "tune_trials", "tune_steps"):
+        frame[col] = frame[col].astype("Int64")
     return frame.reset_index(drop=True)[RUN_COLUMNS]
 
 
@@ -143,6 +167,19 @@ def win_rate(finals: pd.DataFrame, method: str, reference: str) -> float:
     return float(wins.mean())
 
 
+BUDGET_COLUMN = "tuning budget (configs / inner steps)"
+
+
+def budget_cell(budgets: list[Budget]) -> str:
+    """A method's tuning budget over the tasks: configurations tried per task (a range when
+    tasks differ) / inner steps spent on all tasks together; 'untuned' when none."""
+    if not any(b.trials for b in budgets):
+        return "untuned"
+    lo, hi = min(b.trials for b in budgets), max(b.trials for b in budgets)
+    trials = str(lo) if lo == hi else f"{lo}–{hi}"
+    return f"{trials} / {sum(b.steps for b in budgets):,}"
+
+
 @dataclass
 class Tables:
     finals: pd.DataFrame
@@ -179,12 +216,16 @@ def summary_tables(outcome: BenchOutcome, runs: pd.DataFrame) -> Tables:
             row[t] = f"{mean_std_cell(cell['test_loss'])} ({int(ranks.loc[m.name, t])})"
             acc[t] = mean_std_cell(cell["test_accuracy"])
             factor, base = float(cell["lr_factor"].iloc[0]), float(cell["base_lr"].iloc[0])
-            how = "tuned" if m.tuned else ("reference" if m.lr == "reference" else "fixed")
-            lr[t] = f"{base:.3g} (x{factor:.3g}, {how})"
+            how = "reference" if m.lr == "reference" else "fixed"
+            if m.tuned:
+                how = TUNERS[m.tuner].label if (t, m.name) in outcome.tuned else "untuned"
+            params = cell["schedule_params"].iloc[0]
+            lr[t] = f"{base:.3g} (x{factor:.3g}, {how}{'; ' + params if params else ''})"
         row["mean rank"] = f"{ranks.loc[m.name].mean():.2f}"
         for ref, name in ((COSINE_REFERENCE, "win vs cosine"), (ADAM_REFERENCE, "win vs Adam")):
             row[name] = "—" if m.name == ref else f"{win_rate(finals, m.name, ref):.0%}"
         row["diverged"] = int(sel["diverged"].sum())
+        row[BUDGET_COLUMN] = budget_cell([budget_of(outcome, t, m.name) for t in tasks])
         loss_rows.append(row)
         acc_rows.append(acc)
         lr_rows.append(lr)
@@ -197,9 +238,20 @@ def budget_lines(outcome: BenchOutcome, runs: pd.DataFrame) -> list[str]:
     lines = []
     if plan.tuning:
         per_task = ", ".join(f"{t}: {trials * s:,} inner steps" for t, s in plan.steps.items())
+        tuners = {m.tuner for m in plan.methods if m.tuned}
+        others = []
+        if tuners & {"random", "tpe"}:
+            others.append(
+                f"random search and TPE: the same, {len(cfg.grid)} trials x {cfg.tune_seeds} "
+                "seed(s)"
+            )
+        if "range_test" in tuners:
+            others.append(f"a range test: 1 test of at most {RANGE_TEST_STEPS} steps")
         lines.append(
             f"- **Tuning budget per (task, tuned method):** {len(cfg.grid)} base LRs x "
-            f"{cfg.tune_seeds} seed(s) = {trials} trials of the task's full horizon ({per_task})."
+            f"{cfg.tune_seeds} seed(s) = {trials} trials of the task's full horizon ({per_task})"
+            + (f"; {'; '.join(others)}" if others else "")
+            + f"; each method's in the column `{BUDGET_COLUMN}`."
         )
     for role in ROLES:
         sel = runs[runs.role == role]
@@ -213,18 +265,11 @@ def budget_lines(outcome: BenchOutcome, runs: pd.DataFrame) -> list[str]:
 
 def protocol_lines(outcome: BenchOutcome) -> list[str]:
     plan, cfg = outcome.plan, outcome.plan.config
-    grid = ", ".join(f"x{f:.3g}" for f in cfg.grid)
     lines = [
         f"- **Tasks:** {'; '.join(plan.describe_task(t) for t in plan.families)}.",
     ]
     if plan.tuning:
-        lines.append(
-            f"- **Tuning:** each tuned method's base LR is chosen per task from a "
-            f"{len(cfg.grid)}-point log-spaced grid of the task's reference LR for that "
-            f"optimizer ({grid}), with tuning seeds {list(cfg.tune_seed_list)}, on the "
-            "**validation** split: the lowest mean final validation loss wins (a diverged seed "
-            "counts as +inf; ties go to the smaller LR)."
-        )
+        lines += tuner_protocol_lines(plan)
     else:
         lines.append(
             f"- **No tuning:** every method runs at x{cfg.grid[0]:g} of its task's reference LR "
@@ -485,10 +530,13 @@ def print_summary(
     cfg = outcome.plan.config
     print(f"\nlrctl bench: suite {outcome.plan.suite_name}" + (" (QUICK)" if cfg.quick else ""))
     lines = protocol_lines(outcome)[:1] if cfg.quick else []
+    used = {m.tuner for m in outcome.plan.methods if m.tuned}
+    tuners = [t.label for name, t in TUNERS.items() if name in used]
+    range_note = "; range tests: train split" if "range test" in tuners else ""
     lines.append(
-        f"- Protocol: LRs tuned on the validation split (tuning seeds "
-        f"{list(cfg.tune_seed_list)}); reported: fresh seeds {list(cfg.final_seed_list)} on "
-        "the test split."
+        f"- Protocol: LRs tuned ({', '.join(tuners)}) on the validation split{range_note} "
+        f"(tuning seeds {list(cfg.tune_seed_list)}); reported: fresh seeds "
+        f"{list(cfg.final_seed_list)} on the test split."
     )
     for line in lines + budget:
         print(line.replace("**", ""))

@@ -9,9 +9,11 @@ rest on a backend:
   (`"auto"` or an address) or on a Ray started here (`"local"`, `workers` CPUs). Ray is an
   optional extra: `pip install 'lrctl[ray]'`; lrctl must be installed on the cluster's nodes.
 
-Tuning is two-phase: when the last tuning run of a (task, method) finishes, its LR is chosen
-and its final runs are queued ahead of the rest. Each finished run is written to the store at
-once (atomically), so an interrupted benchmark loses only the runs that were in flight.
+Tuning is two-phase: each tuned (task, method) has a tuner (lrctl.bench.tuners) that asks for
+tuning runs, all at once (grid, random search) or a trial at a time (TPE), as ordinary runs of
+the pool; when it is done, its LR is chosen and the final runs are queued ahead of the rest.
+Each finished run is written to the store at once (atomically), so an interrupted benchmark
+loses only the runs that were in flight, and a rerun replays every tuner from the store.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrctl.bench.methods import Method
-from lrctl.bench.plan import BenchConfig, Plan, PlannedRun, RunConfig, choose_factor, make_plan
+from lrctl.bench.plan import BenchConfig, Plan, PlannedRun, RunConfig, make_plan
 from lrctl.bench.store import RunStore, make_record
+from lrctl.bench.tuners import RANGE_TEST, TuneOutcome, Tuner, make_tuner, run_range_test
 from lrctl.controller_file import ControllerWeights
 from lrctl.tasks import TaskFamily
 
@@ -37,12 +40,15 @@ def execute_run(
     method: Method,
     controller: ControllerWeights | None,
 ) -> dict:
-    """Train one run and return its store record (runs in a worker, with one torch thread)."""
+    """Train one run and return its store record (runs in a worker, with one torch thread).
+    A range-test job (a tuner's) runs the range test instead."""
     import torch
 
     from lrctl.training import train
 
     torch.set_num_threads(1)
+    if config.schedule == RANGE_TEST:
+        return run_range_test(config, family)
     spec = family.spec(
         config.optimizer,
         steps=config.steps,
@@ -56,9 +62,10 @@ def execute_run(
         config.base_lr,
         config.steps,
         config.seed,
-        method.policy_fn(config.steps, config.val_every, controller),
+        method.policy_fn(config.steps, config.val_every, controller, dict(config.schedule_params)),
         val_every=config.val_every,
         evaluate_test=config.evaluate_test,
+        param_groups=config.param_groups,
     )
     return make_record(config, history)
 
@@ -177,6 +184,8 @@ class BenchOutcome:
     """The roles each run serves (tune, final, sweep)."""
     chosen: dict[tuple[str, str], float] = field(default_factory=dict)
     """(task, method) -> the tuned LR factor."""
+    tuned: dict[tuple[str, str], TuneOutcome] = field(default_factory=dict)
+    """(task, method) -> its tuner's outcome: the chosen setting and the budget spent."""
     n_new: int = 0
     n_cached: int = 0
     wall_time_s: float = 0.0
@@ -205,12 +214,12 @@ def run_plan(
     results: dict[str, dict] = {}
     stored = store.done()
     queue: deque[str] = deque()
-    groups = plan.tune_groups()
-    remaining = {g: {c.config_hash for c in runs} for g, runs in groups.items()}
-    group_of: dict[str, list[tuple[str, str]]] = {}
-    for g, runs in groups.items():
-        for c in runs:
-            group_of.setdefault(c.config_hash, []).append(g)
+    # Tuners are made first: one whose library is missing fails before anything runs.
+    tuners: dict[tuple[str, str], Tuner] = {
+        (task, m.name): make_tuner(plan, task, m) for task, m in plan.tune_targets()
+    }
+    waiting: dict[str, list[tuple[str, str]]] = {}  # run hash -> the tuners it will be told to
+    told: deque[tuple[str, str]] = deque()  # tuners told a result since they last asked
     methods = {m.name: m for m in [*plan.methods, *plan.sweep_methods]}
 
     def add(run: PlannedRun, front: bool = False) -> None:
@@ -228,19 +237,43 @@ def run_plan(
 
     def finished(h: str, record: dict) -> None:
         results[h] = record["result"]
-        for g in group_of.get(h, ()):
-            remaining[g].discard(h)
-            if not remaining[g]:
-                losses: dict[float, list[float]] = {}
-                for c in groups[g]:
-                    losses.setdefault(c.lr_factor, []).append(
-                        results[c.config_hash]["final_val_loss"]
-                    )
-                factor = choose_factor(losses)
-                out.chosen[g] = factor
-                for run in reversed(plan.finals_after_tuning(*g, factor)):
-                    add(run, front=True)
+        for g in waiting.pop(h, ()):
+            tuners[g].tell(out.configs[h], results[h])
+            told.append(g)
 
+    def advance(g: tuple[str, str], front: bool) -> None:
+        """Queue what tuner `g` asks for now; once it is done, queue its final runs."""
+        tuner = tuners[g]
+        asked = []
+        for c in tuner.ask():
+            h = c.config_hash
+            if h in results:  # asked again (the same config twice): known already
+                out.roles[h].add("tune")
+                tuner.tell(c, results[h])
+                told.append(g)
+            else:
+                waiting.setdefault(h, []).append(g)
+                asked.append(PlannedRun(c, "tune"))
+        for run in reversed(asked) if front else asked:
+            add(run, front)  # a stored run is told at once (and `g` is back in `told`)
+        if tuner.done and g not in out.tuned:
+            outcome = out.tuned[g] = tuner.outcome()
+            out.chosen[g] = outcome.factor
+            if outcome.lr_trajectory is not None:
+                raise NotImplementedError("final runs that replay a tuned LR trajectory (PBT)")
+            finals = plan.finals_after_tuning(*g, outcome.factor, outcome.schedule_params)
+            for run in reversed(finals):
+                add(run, front=True)
+
+    def settle(front: bool) -> None:
+        """Let every tuner told something ask again (a sequential tuner replays its stored
+        trials here, one after the other)."""
+        while told:
+            advance(told.popleft(), front)
+
+    for g in tuners:
+        advance(g, front=False)
+    settle(front=False)
     for run in plan.initial_runs():
         add(run)
     running: dict[Future, str] = {}
@@ -254,8 +287,9 @@ def run_plan(
     )
     try:
         while True:
-            pending_finals = plan.config.seeds * sum(1 for g in groups if g not in out.chosen)
-            bar.total = out.n_new + len(running) + len(queue) + pending_finals
+            pending_finals = plan.config.seeds * sum(1 for g in tuners if g not in out.tuned)
+            unasked = sum(t.n_runs - t.n_asked for t in tuners.values())
+            bar.total = out.n_new + len(running) + len(queue) + unasked + pending_finals
             bar.set_postfix_str(f"{out.n_cached} stored before", refresh=False)
             while queue and len(running) < backend.slots:
                 if max_new_runs is not None and submitted >= max_new_runs:
@@ -278,9 +312,10 @@ def run_plan(
                 out.n_new += 1
                 bar.update(1)
                 finished(h, record)
+            settle(front=True)  # a sequential tuner's next trial goes ahead of the rest
     finally:
         bar.close()
-    out.complete = not queue and not running and len(out.chosen) == len(groups)
+    out.complete = not queue and not running and len(out.tuned) == len(tuners)
     out.wall_time_s = time.perf_counter() - start
     return out
 

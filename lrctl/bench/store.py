@@ -1,7 +1,8 @@
 """The results store: one JSON file per finished run, written atomically.
 
 `<out>/<suite>/runs/<config_hash>.json` holds the run's config, its final metrics and its
-per-step history. A file appears only once it is complete (written to a hidden temporary file
+per-step history. A range-test job (a tuner's, lrctl.bench.tuners) is stored the same way: no
+validation or test metrics, its suggested LR and the steps it used, its LR and loss curve. A file appears only once it is complete (written to a hidden temporary file
 in the same folder, flushed to disk, then renamed over its final name), so a sweep killed at
 any moment leaves only whole records behind, and the next run skips exactly those.
 """
@@ -9,6 +10,8 @@ any moment leaves only whole records behind, and the next run skips exactly thos
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,25 +56,53 @@ class RunStore:
         return record
 
 
-def make_record(config: RunConfig, history) -> dict:  # history: lrctl.training.History
-    """A store record from a run's config and its `History`."""
+def _floats(values) -> list[float]:
+    return [float(v) for v in values]
 
-    def floats(values) -> list[float]:
-        return [float(v) for v in values]
 
+def _record(config: RunConfig, result: dict, steps: dict, evals: dict) -> dict:
     return {
         "version": RECORD_VERSION,
         "config_hash": config.config_hash,
         "config": asdict(config),
-        "result": {
-            "final_val_loss": history.final_val_loss,
-            "final_val_accuracy": history.final_val_accuracy,
-            "test_loss": history.test_loss,
-            "test_accuracy": history.test_accuracy,
-            "diverged": bool(history.diverged),
-            "diverged_at": history.diverged_at,
-            "wall_time_s": history.wall_time,
-        },
-        "steps": {c: floats(history.steps[c]) for c in ("train_loss", "grad_norm", "lr")},
-        "evals": {c: floats(history.evals[c]) for c in ("step", "val_loss", "val_accuracy")},
+        "result": result,
+        "steps": {c: _floats(steps[c]) for c in ("train_loss", "grad_norm", "lr")},
+        "evals": {c: _floats(evals[c]) for c in ("step", "val_loss", "val_accuracy")},
     }
+
+
+def make_record(config: RunConfig, history) -> dict:  # history: lrctl.training.History
+    """A store record from a run's config and its `History`."""
+    result = {
+        "final_val_loss": history.final_val_loss,
+        "final_val_accuracy": history.final_val_accuracy,
+        "test_loss": history.test_loss,
+        "test_accuracy": history.test_accuracy,
+        "diverged": bool(history.diverged),
+        "diverged_at": history.diverged_at,
+        "wall_time_s": history.wall_time,
+    }
+    return _record(config, result, history.steps, history.evals)
+
+
+def make_range_test_record(config: RunConfig, test, wall_time: float) -> dict:
+    """A store record from a range-test job's config and its `RangeTestResult` (`suggestion`,
+    `steps`; its `lrs` and `losses` curve when it has them)."""
+    nan = math.nan
+    result = {
+        "final_val_loss": nan,  # a range test reads the train split only
+        "final_val_accuracy": nan,
+        "test_loss": nan,
+        "test_accuracy": nan,
+        "diverged": False,
+        "diverged_at": None,
+        "wall_time_s": wall_time,
+        "suggestion": float(test.suggestion),
+        "inner_steps": int(test.steps),
+    }
+    lrs: Sequence[float] = getattr(test, "lrs", ())
+    losses: Sequence[float] = getattr(test, "losses", ())
+    if len(lrs) != len(losses):
+        lrs = losses = ()
+    steps = {"lr": lrs, "train_loss": losses, "grad_norm": [nan] * len(lrs)}
+    return _record(config, result, steps, {"step": [], "val_loss": [], "val_accuracy": []})
