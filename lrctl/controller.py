@@ -21,6 +21,17 @@ Non-finite losses: a block that contains a NaN or inf loss (or gradient norm) is
 cutting the LR by the largest factor the controller may apply (1 / m_max), and the policy may
 not raise it again for the next `hold` decisions. The LR written to the optimizer is always
 finite and inside the band, whatever the loss stream.
+
+Per-group (layer-wise) control, `per_group=True` (issue #7): each param group gets its own
+decision, from its own features: the loss features are shared (there is one loss), the
+gradient-norm features are computed from that group's parameters only, and log(lr / base lr)
+is the group's own. One policy call decides for all groups at once ([n_groups, 13] in, one
+action per group out), and each group has its own NaN hold. The hook still makes one
+`torch._foreach_norm` call over all parameters; the norms are split by group at decision time
+(`lrctl.param_groups.group_grad_norms`). With one param group, per-group control is global
+control, bit for bit. `lrctl.param_groups.layer_param_groups(model)` builds one group per layer.
+The shipped controller was trained on global control (one run-wide gradient norm); applying it
+per group is a transfer, measured in benchmarks/layerwise.py.
 """
 
 from __future__ import annotations
@@ -32,9 +43,12 @@ import torch
 
 from lrctl.controller_file import ControllerWeights, load_controller
 from lrctl.features import FeatureTracker, read_block
+from lrctl.param_groups import group_grad_norms
 from lrctl.resources import DEFAULT_CONTROLLER, data_path
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""v2: per-group scales, holds and actions as lists, and the mode (`per_group`); v1 states
+(global control only) still load."""
 
 
 def _group_lr(group: dict) -> float:
@@ -51,6 +65,9 @@ class LRController:
         total_steps: the planned number of `step()` calls (the policy sees progress t / T).
         controller: path to a controller file, loaded weights, or None for the shipped default.
         hold: decisions during which the LR may not rise after a non-finite loss.
+        per_group: one decision per param group, from that group's own gradient norm and LR
+            (layer-wise control); False (default): one decision for the whole run, applied to
+            every group.
     """
 
     step_takes_loss = True
@@ -61,6 +78,7 @@ class LRController:
         total_steps: int,
         controller: str | Path | ControllerWeights | None = None,
         hold: int = 3,
+        per_group: bool = False,
     ) -> None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
@@ -84,15 +102,20 @@ class LRController:
                     f"every param group needs a finite positive lr, got {self.base_lrs}"
                 )
         self.device = self._device()
+        self.per_group = bool(per_group)
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
-        self._tracker = FeatureTracker(1)
+        self._group_sizes = [len(g["params"]) for g in optimizer.param_groups]
+        n = len(self.base_lrs) if self.per_group else 1  # decisions per block
+        self._tracker = FeatureTracker(n)
         self._loss_parts: list[torch.Tensor] = []  # this block's detached losses
-        # Per step of the block's last G: per-parameter gradient norms (None: no gradients).
+        # Per step of the block's last G: per-parameter gradient norms (None: no gradients);
+        # in per-group mode one per parameter, in order (0 where a parameter has none).
         self._norm_parts: list[list[torch.Tensor] | None] = []
+        self._zero = torch.zeros((), device=self.device)
         self._t = 0  # step() calls so far
-        self._scale = 1.0  # lr / base lr, the same for every group
-        self._hold_left = 0
-        self.last_action = 0.0
+        self._scales = [1.0] * n  # lr / base lr: of every group (global) or of each group
+        self._hold_left = [0] * n
+        self.last_actions = [0.0] * n
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._closed = False
         self._sync_hook()
@@ -103,12 +126,31 @@ class LRController:
                 return p.device
         return torch.device("cpu")
 
+    @property
+    def last_action(self) -> float:
+        """The last decision's action (group 0's in per-group mode; see `last_actions`)."""
+        return self.last_actions[0]
+
     def _capture_grad_norms(
         self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict
     ) -> None:
         grads = [p.grad for p in self._params if p.grad is not None]
         # Per-parameter norms only; their global norm is taken once per decision (_block).
         self._norm_parts.append(torch._foreach_norm(grads, 2.0) if grads else None)
+
+    def _capture_param_grad_norms(
+        self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict
+    ) -> None:
+        """Per-group mode: one norm per parameter, in order, so that the block splits by
+        group (0 for a parameter without a gradient this step)."""
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if len(grads) == len(self._params) or not grads:
+            self._norm_parts.append(torch._foreach_norm(grads, 2.0) if grads else None)
+            return
+        norms = iter(torch._foreach_norm(grads, 2.0))
+        self._norm_parts.append(
+            [next(norms) if p.grad is not None else self._zero for p in self._params]
+        )
 
     def step(self, loss: torch.Tensor | float) -> None:
         """Record this step's training loss; every K steps, decide and write the new LR."""
@@ -136,7 +178,8 @@ class LRController:
         block's last G steps."""
         wanted = not self._closed and self.spec.records_grad_norm(len(self._loss_parts))
         if wanted and self._hook is None:
-            self._hook = self.optimizer.register_step_pre_hook(self._capture_grad_norms)
+            capture = self._capture_param_grad_norms if self.per_group else self._capture_grad_norms
+            self._hook = self.optimizer.register_step_pre_hook(capture)
         elif not wanted and self._hook is not None:
             self._hook.remove()
             self._hook = None
@@ -149,8 +192,14 @@ class LRController:
         del self._norm_parts[n:]
 
     def _block(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This block's losses [K] and global gradient norms [<= G], still on the device."""
+        """This block's losses [K] and global gradient norms [<= G] (per-group mode: losses
+        [n_groups, K], the same row for each group, and each group's norms [n_groups, <= G]),
+        still on the device."""
         losses = torch.stack(self._loss_parts).to(self.device, torch.float32)
+        if self.per_group:
+            gnorms = group_grad_norms(self._param_norms(), self._group_sizes)
+            n = len(self._group_sizes)
+            return losses.expand(n, -1), gnorms.to(self.device, torch.float32)
         parts = self._norm_parts
         sizes = {len(p) for p in parts if p is not None}
         if not parts:
@@ -165,25 +214,43 @@ class LRController:
             )
         return losses, gnorms.to(self.device, torch.float32)
 
+    def _param_norms(self) -> torch.Tensor:
+        """Per-group mode: this block's per-parameter gradient norms [<= G, n_params]."""
+        n_params = len(self._params)
+        missing = [self._zero] * n_params  # a step without gradients: every norm is 0
+        rows = [norm for part in self._norm_parts for norm in (part or missing)]
+        if not rows:
+            return torch.zeros(0, n_params, device=self.device)
+        return torch.stack(rows).view(len(self._norm_parts), n_params)
+
     def _decide(self) -> None:
         losses, gnorms = read_block(*self._block())  # the one host read per decision
         self._loss_parts, self._norm_parts = [], []
         progress = min(self._t / self.total_steps, 1.0)
-        obs = self._tracker.update(losses, gnorms, math.log(self._scale), progress)
-        nonfinite = bool(obs[0, -1] > 0)
-        action = float(self.weights.act(obs)[0, 0])
-        if nonfinite:
-            action, self._hold_left = -1.0, self.hold
-        elif self._hold_left > 0:
-            action = min(action, 0.0)
-            self._hold_left -= 1
-        self.last_action = action
-        self._scale = float(self.spec.next_lr(self._scale, 1.0, action))
+        log_lr_ratios = [math.log(s) for s in self._scales]
+        # One row (global control, or a single group): a scalar, FeatureTracker's one-run path.
+        ratio = log_lr_ratios[0] if len(log_lr_ratios) == 1 else log_lr_ratios
+        obs = self._tracker.update(losses, gnorms, ratio, progress)
+        actions = self.weights.act(obs)  # [1 or n_groups, 1]: one policy call for all groups
+        for i, scale in enumerate(self._scales):
+            action = float(actions[i, 0])
+            if obs[i, -1] > 0:  # non-finite losses in the block
+                action, self._hold_left[i] = -1.0, self.hold
+            elif self._hold_left[i] > 0:
+                action = min(action, 0.0)
+                self._hold_left[i] -= 1
+            self.last_actions[i] = action
+            self._scales[i] = float(self.spec.next_lr(scale, 1.0, action))
         self._write_lrs()
 
+    def _group_scales(self) -> list[float]:
+        """lr / base lr of every param group."""
+        return self._scales if self.per_group else self._scales * len(self.base_lrs)
+
     def _write_lrs(self) -> None:
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            lr = base * self._scale
+        groups = self.optimizer.param_groups
+        for group, base, scale in zip(groups, self.base_lrs, self._group_scales(), strict=True):
+            lr = base * scale
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(lr)
             else:
@@ -191,17 +258,25 @@ class LRController:
 
     def get_last_lr(self) -> list[float]:
         """The LR of every param group, as torch schedulers report it."""
-        return [base * self._scale for base in self.base_lrs]
+        return [base * s for base, s in zip(self.base_lrs, self._group_scales(), strict=True)]
 
     def state_dict(self) -> dict:
-        """Everything needed to continue the identical LR trajectory (not the optimizer)."""
-        losses, gnorms = self._block() if self._loss_parts else (torch.zeros(0), torch.zeros(0))
+        """Everything needed to continue the identical LR trajectory (not the optimizer).
+        `block_grad_norms` holds the unfinished block's global norms [S], or in per-group
+        mode its per-parameter norms [S, n_params]."""
+        if not self._loss_parts:
+            losses, gnorms = torch.zeros(0), torch.zeros(0)
+        elif self.per_group:
+            losses, gnorms = torch.stack(self._loss_parts).float(), self._param_norms().float()
+        else:
+            losses, gnorms = self._block()
         return {
             "version": STATE_VERSION,
+            "per_group": self.per_group,
             "t": self._t,
-            "scale": self._scale,
-            "hold_left": self._hold_left,
-            "last_action": self.last_action,
+            "scales": list(self._scales),
+            "hold_left": list(self._hold_left),
+            "last_actions": list(self.last_actions),
             "base_lrs": list(self.base_lrs),
             "total_steps": self.total_steps,
             "block_losses": losses.cpu(),
@@ -210,18 +285,38 @@ class LRController:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a `state_dict()`; writes the restored LR into every param group."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported LRController state version {state.get('version')!r}")
+        """Restore a `state_dict()` (also a v1 one, from global control); writes the restored
+        LR into every param group."""
+        version = state.get("version")
+        if version == 1:  # before per-group control: one scale, hold and action
+            state = {**state, "per_group": False, "scales": [state["scale"]],
+                     "hold_left": [state["hold_left"]], "last_actions": [state["last_action"]]}  # fmt: skip
+        elif version != STATE_VERSION:
+            raise ValueError(f"unsupported LRController state version {version!r}")
+        if bool(state["per_group"]) != self.per_group:
+            raise ValueError(
+                f"this LRController state was saved with per_group={bool(state['per_group'])}; "
+                f"construct the controller with per_group={bool(state['per_group'])} to load it"
+            )
+        n_groups = len(self.optimizer.param_groups)
+        if len(state["base_lrs"]) != n_groups or len(state["scales"]) != len(self._scales):
+            raise ValueError(
+                f"this LRController state is for {len(state['base_lrs'])} param groups, the "
+                f"optimizer has {n_groups}; load it into an optimizer with the same groups"
+            )
         self._t = int(state["t"])
-        self._scale, self._hold_left = float(state["scale"]), int(state["hold_left"])
-        self.last_action = float(state["last_action"])
+        self._scales = [float(x) for x in state["scales"]]
+        self._hold_left = [int(x) for x in state["hold_left"]]
+        self.last_actions = [float(x) for x in state["last_actions"]]
         self.base_lrs = [float(x) for x in state["base_lrs"]]
         self.total_steps = int(state["total_steps"])
         losses = state["block_losses"].to(self.device)
         gnorms = state["block_grad_norms"].to(self.device)
         self._loss_parts = list(losses.unbind(0))
-        self._norm_parts = [[g] for g in gnorms.unbind(0)]  # a global norm is its own 1-part norm
+        if self.per_group:  # per-parameter norms, as the hook records them
+            self._norm_parts = [list(row.unbind(0)) for row in gnorms]
+        else:  # a global norm is its own 1-part norm
+            self._norm_parts = [[g] for g in gnorms.unbind(0)]
         self._tracker.load_state_dict(
             {k: torch.as_tensor(v).cpu().numpy() for k, v in state["tracker"].items()}
         )
@@ -236,5 +331,6 @@ class LRController:
     def __repr__(self) -> str:
         return (
             f"LRController(step={self._t}/{self.total_steps}, lr={self.get_last_lr()}, "
-            f"interval={self.spec.interval}, max_multiplier={self.spec.max_multiplier})"
+            f"interval={self.spec.interval}, max_multiplier={self.spec.max_multiplier}"
+            f"{', per_group=True' if self.per_group else ''})"
         )

@@ -222,18 +222,21 @@ def test_runtime_imports_without_gymnasium_or_sb3():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_no_host_sync_between_decisions():
+@pytest.mark.parametrize("per_group", [False, True])
+def test_cuda_no_host_sync_between_decisions(per_group: bool):
     """On CUDA, the optimizer step (with the controller's grad-norm hook) and `sched.step` never
     synchronise with the host between decisions (torch's sync debug mode raises on any
-    synchronising call); a decision step reads its block once, by design."""
+    synchronising call); a decision step reads its block once, by design. Also per group."""
+    from lrctl.param_groups import layer_param_groups
+
     device = torch.device("cuda")
     model = torch.nn.Sequential(
         torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
     ).to(device)
     x, y = torch.randn(128, 32, device=device), torch.randn(128, 1, device=device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    opt = torch.optim.SGD(layer_param_groups(model), lr=1e-2, momentum=0.9)
     weights = random_policy(5)
-    sched = LRController(opt, total_steps=100, controller=weights)
+    sched = LRController(opt, total_steps=100, controller=weights, per_group=per_group)
     k = weights.action_spec.interval
     for t in range(40):
         opt.zero_grad()
