@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -21,7 +21,8 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lrctl.features import global_grad_norm
-from lrctl.optimizers import make_optimizer
+from lrctl.optimizers import evaluation_mode, make_optimizer
+from lrctl.param_groups import ParamGrouping, check_grouping, group_grad_norms, layer_param_groups
 from lrctl.tasks.base import Split, Task
 
 
@@ -86,7 +87,9 @@ class InnerRun:
     """A live inner training run: fresh model, optimizer, batch stream and stat buffers.
 
     `seed` fixes initialisation and batch order. `capacity` bounds the number of steps recorded
-    (the run's horizon).
+    (the run's horizon). `param_groups="layer"` gives the optimizer one param group per layer
+    (`lrctl.param_groups.layer_param_groups`), all at `lr`, and records per-parameter gradient
+    norms on the steps that read them, for per-group norms (`group_grad_norms`).
     """
 
     def __init__(
@@ -97,14 +100,21 @@ class InnerRun:
         capacity: int,
         seed: int,
         device: torch.device | str = "cpu",
+        param_groups: ParamGrouping = "single",
     ) -> None:
+        check_grouping(param_groups)
         self.device = torch.device(device)
         self.task = task if device == "cpu" else task.to(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = task.model_fn().to(self.device)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(optimizer, self.params, lr)
+        groups = layer_param_groups(self.model) if param_groups == "layer" else None
+        if groups is None:
+            self.params = [p for p in self.model.parameters() if p.requires_grad]
+        else:  # in group order, which per-parameter norms follow
+            self.params = [p for g in groups for p in g["params"]]
+        self.optimizer = make_optimizer(optimizer, groups or self.params, lr)
+        self.group_sizes = [len(g["params"]) for g in self.optimizer.param_groups]
         self.base_lr = float(lr)
         self.batches = _BatchStream(self.task.train, task.batch_size, seed)
         self.capacity = int(capacity)
@@ -115,6 +125,11 @@ class InnerRun:
         self._loss_at = self.loss_buf.unbind()
         self._gnorm_at = self.gnorm_buf.unbind()
         self._norms = torch.empty(len(self.params), device=self.device)
+        # Per-layer groups: every read step's per-parameter norms, a row per step.
+        self.param_norm_buf = (
+            torch.zeros(self.capacity, len(self.params), device=self.device) if groups else None
+        )
+        self._param_norms_at = None if groups is None else self.param_norm_buf.unbind()
         self._fast_norm = all(
             p.dtype == self._norms.dtype and p.device == self.device for p in self.params
         )
@@ -126,10 +141,12 @@ class InnerRun:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def set_lr(self, lr: float) -> None:
-        """Write `lr` into every param group."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def set_lr(self, lr: float | Sequence[float]) -> None:
+        """Write `lr` into every param group (a sequence: one LR per group, in order)."""
+        groups = self.optimizer.param_groups
+        lrs = [float(lr)] * len(groups) if np.ndim(lr) == 0 else [float(v) for v in lr]
+        for group, value in zip(groups, lrs, strict=True):
+            group["lr"] = value
 
     def step(self, policy: object | None = None) -> torch.Tensor:
         """One optimizer step on the next minibatch; returns the (detached) training loss."""
@@ -151,10 +168,15 @@ class InnerRun:
             pass  # this step's gradient norm is not read (its buffer entry stays 0)
         elif self._fast_norm and len(grads) == len(self.params):
             # grad_norm()'s ops, into preallocated memory: per-tensor norms, then their norm.
-            torch.stack(torch._foreach_norm(grads, 2.0), out=self._norms)
-            torch.linalg.vector_norm(self._norms, 2.0, out=self._gnorm_at[t])
+            norms = self._norms if self._param_norms_at is None else self._param_norms_at[t]
+            torch.stack(torch._foreach_norm(grads, 2.0), out=norms)
+            torch.linalg.vector_norm(norms, 2.0, out=self._gnorm_at[t])
         else:  # some parameter got no gradient this step, or other dtypes than the buffers'
             self._gnorm_at[t].copy_(grad_norm(self.params))
+            if self._param_norms_at is not None:
+                zero = torch.zeros((), device=self.device)
+                norms = [zero if p.grad is None else p.grad.norm() for p in self.params]
+                self._param_norms_at[t].copy_(torch.stack(norms))
         self.lrs.append(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
         loss = loss.detach()
@@ -179,6 +201,13 @@ class InnerRun:
                 stepper(loss)
         return self.loss_buf[start : self.t], self.gnorm_buf[start + first_read : self.t]
 
+    def group_grad_norms(self, start: int, stop: int) -> torch.Tensor:
+        """Each param group's gradient norm on steps [start, stop) (0 on steps that did not
+        read it), [n_groups, stop - start], on the device; needs `param_groups="layer"`."""
+        if self.param_norm_buf is None:
+            raise ValueError("per-group gradient norms need InnerRun(param_groups='layer')")
+        return group_grad_norms(self.param_norm_buf[start:stop], self.group_sizes)
+
     def check_block(self, start: int) -> bool:
         """Read steps [start, t) once: if any loss, gradient norm or parameter is non-finite,
         record the divergence and return True.
@@ -198,11 +227,13 @@ class InnerRun:
     @torch.no_grad()
     def evaluate(self, split: str = "val", accuracy: bool = True) -> tuple[float, float]:
         """(mean loss, accuracy) on a split; accuracy is NaN for non-classification tasks and
-        when not asked for (the env's reward needs the loss only)."""
+        when not asked for (the env's reward needs the loss only). A schedule-free optimizer
+        is switched to its evaluation weights for it, and back to training."""
         data: Split = getattr(self.task, split)
         was_training = self.model.training
         self.model.eval()
-        out = self.model(data.x)
+        with evaluation_mode(self.optimizer):
+            out = self.model(data.x)
         loss = float(self.task.loss_fn(out, data.y))
         acc = math.nan
         if accuracy and self.task.classification:
@@ -244,6 +275,7 @@ def train(
     val_every: int = 50,
     device: torch.device | str = "cpu",
     evaluate_test: bool = False,
+    param_groups: ParamGrouping = "single",
 ) -> History:
     """Train `task` for `steps` steps and record its history.
 
@@ -251,13 +283,14 @@ def train(
     scheduler (stepped each step; ReduceLROnPlateau is stepped with the validation loss), or
     a loss-driven policy such as `LRController` (stepped with the training loss). `None` keeps
     the LR constant. The test split is only read when `evaluate_test` is set (benchmark only).
+    `param_groups="layer"`: one optimizer param group per layer (the `lr` column is group 0's).
     """
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     if val_every <= 0:
         raise ValueError(f"val_every must be positive, got {val_every}")
     start_time = time.perf_counter()
-    run = InnerRun(task, optimizer, lr, steps, seed, device)
+    run = InnerRun(task, optimizer, lr, steps, seed, device, param_groups)
     policy = policy_fn(run.optimizer) if callable(policy_fn) else None
     evals: list[tuple[int, float, float]] = [(0, *run.evaluate("val"))]
     diverged = False
