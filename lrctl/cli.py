@@ -34,6 +34,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "total_timesteps": args.timesteps,
             "n_envs": args.n_envs,
             "seed": args.seed,
+            "batched": False if args.no_batched else None,
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = TrainConfig.from_dict(data, "command line")
@@ -305,8 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-suite", help="held-out suite for evaluation: a .toml path or 'eval' (default)"
     )
     p.add_argument("--timesteps", type=int, help="total PPO timesteps (controller decisions)")
-    p.add_argument("--n-envs", type=int, help="parallel environments (default: one per CPU core)")
+    p.add_argument(
+        "--n-envs",
+        type=int,
+        help="env slots run side by side (default: 2 x population batched, else one per core)",
+    )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument(
+        "--no-batched",
+        action="store_true",
+        help="every env slot a single env in its own process (SubprocVecEnv), no batched "
+        "populations (TrainConfig.batched)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 

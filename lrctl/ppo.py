@@ -1,8 +1,27 @@
 """Meta-training: Stable-Baselines3 PPO on LRControl-v0 over the train suite.
 
-Read top to bottom: `TrainConfig` (every field documented), `make_training_env` (SubprocVecEnv +
-VecNormalize), the two callbacks lrctl adds to SB3 (atomic checkpoints, evaluation on the
-held-out suite), and `train()`. A run folder holds:
+Read top to bottom: `TrainConfig` (every field documented), `make_training_env` (batched
+populations and/or SubprocVecEnv, + VecNormalize), the two callbacks lrctl adds to SB3 (atomic
+checkpoints, evaluation on the held-out suite), and `train()`.
+
+Environments. By default (`batched`) the suite's families that `supports_batched` are trained as
+populations (`lrctl.batched_env.BatchedLRControlEnv`): N episodes of one shared family,
+architecture, batch size and optimizer in one tensor program, each member with its own base LR,
+horizon and seed, in this process; the other families run as single `LRControlEnv`s in a
+SubprocVecEnv; both side by side in one `ConcatVecEnv`. Env slots are split between the two in
+proportion to the families' suite weights. The suite's distribution is kept by redrawing a
+population's shared spec from the suite (restricted to the batched families) once every member
+has finished `redraw_after` episodes of it, and members' own draws follow the family's
+distribution given the shared spec (`batched_env.member_spec`). What changes: a population
+keeps its shared spec for about `redraw_after` + 1 episode lengths, and the episodes still
+running at a redraw are cut (truncated, bootstrapped by PPO), so late-horizon decisions are a
+little rarer than with single envs: simulated for 16 members and horizons of 200-800 steps,
+27% of decisions come from episodes that get cut and the mean progress t/T of a decision is
+0.46 instead of 0.5 with `redraw_after` = 1 (2: 16%, 0.48; 5: 8%, 0.50), while a larger
+value draws fewer architectures, batch sizes and optimizers per timestep. `batched=False`
+(`--no-batched`) is the former path: every slot a single env in its own process.
+
+A run folder holds:
 
     config.json                  the TrainConfig
     logs/progress.csv, events.*  SB3's CSV and TensorBoard logs (train/*, rollout/*, eval/*)
@@ -26,10 +45,19 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor, VecNormalize
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnv,
+    VecMonitor,
+    VecNormalize,
+)
 
 from lrctl.actions import ActionSpec
 from lrctl.atomic import atomic_write_json
+from lrctl.batched_env import BatchedLRControlEnv, split_suite
+from lrctl.tasks import Suite, load_suite
+from lrctl.vec_concat import ConcatVecEnv
 
 CONFIG_VERSION = 1
 
@@ -45,7 +73,19 @@ class TrainConfig:
     total_timesteps: int = 200_000
     """PPO timesteps = controller decisions (each decision is `interval` inner steps)."""
     n_envs: int = 0
-    """Parallel environments (SubprocVecEnv); 0 means one per CPU core."""
+    """Environment slots, i.e. episodes run side by side (population members and single envs);
+    0: `2 * population` with `batched`, else one per CPU core."""
+    batched: bool = True
+    """Train the families that support it as batched populations in this process (see the
+    module docstring); False: every slot a single env in its own process (SubprocVecEnv)."""
+    population: int = 16
+    """Most members of one batched population (slots are split into populations this size)."""
+    redraw_after: int = 1
+    """A population draws a new shared spec once each member finished this many episodes."""
+    threads: int = 1
+    """torch threads of this process (populations, PPO updates). More can speed populations
+    up on an idle machine, but on a busy one OpenMP threads wait on each other and it can be
+    many times slower (benchmarks/speed.py --threads); the single envs always use one each."""
     seed: int = 0
     """Seed of PPO and of the environments (env i gets seed + i)."""
     interval: int = 10
@@ -57,8 +97,10 @@ class TrainConfig:
     grad_norm_steps: int = 2
     """G: gradient norms are observed on the last G steps of each block (capped at K).
     Configs written before this field existed read every step (G = K)."""
-    n_steps: int = 512
-    """Rollout length per environment between PPO updates."""
+    n_steps: int = 0
+    """Rollout length per env slot between PPO updates; 0: 512 without `batched`, else
+    1024 // n_envs (at least 16), so that an update sees about as many decisions as the
+    SubprocVecEnv path on two cores."""
     batch_size: int = 256
     """PPO minibatch size."""
     n_epochs: int = 10
@@ -95,22 +137,30 @@ class TrainConfig:
         )
 
     def resolved_n_envs(self) -> int:
-        return self.n_envs or max(1, os.cpu_count() or 1)
+        if self.n_envs:
+            return self.n_envs
+        return 2 * self.population if self.batched else max(1, os.cpu_count() or 1)
+
+    def resolved_n_steps(self) -> int:
+        if self.n_steps:
+            return self.n_steps
+        return max(16, 1024 // self.resolved_n_envs()) if self.batched else 512
 
     def validate(self) -> None:
         """Raise ValueError naming the field and what is allowed."""
         for name in (
             "total_timesteps",
-            "n_steps",
             "batch_size",
             "n_epochs",
             "interval",
             "grad_norm_steps",
             "checkpoint_every",
+            "population",
+            "threads",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"config field {name} must be positive, got {getattr(self, name)}")
-        for name in ("n_envs", "eval_every", "eval_episodes"):
+        for name in ("n_envs", "n_steps", "eval_every", "eval_episodes", "redraw_after"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
@@ -130,6 +180,8 @@ class TrainConfig:
             )
         data = dict(data)
         data.setdefault("grad_norm_steps", data.get("interval", cls.interval))  # older configs
+        if "version" in data:  # a run's config.json from before populations keeps its path
+            data.setdefault("batched", False)
         for key in ("lr_band", "net_arch"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -149,7 +201,7 @@ class TrainConfig:
         return cls.from_dict(data, str(path))
 
 
-def _env_factory(suite: str, spec: ActionSpec, seed: int):
+def _env_factory(suite: str | Suite, spec: ActionSpec, seed: int):
     def make():
         torch.set_num_threads(1)  # one core per env process; PPO's update runs in the parent
         import lrctl.env
@@ -161,16 +213,48 @@ def _env_factory(suite: str, spec: ActionSpec, seed: int):
     return make
 
 
+def _single_envs(
+    suite: str | Suite, cfg: TrainConfig, n: int, first_seed: int, subprocess: bool
+) -> VecEnv:
+    """n single envs drawing from `suite`, in separate processes when subprocess and n > 1."""
+    factories = [_env_factory(suite, cfg.action_spec, first_seed + i) for i in range(n)]
+    if subprocess and n > 1:
+        return SubprocVecEnv(factories, start_method="spawn")
+    return DummyVecEnv(factories)
+
+
+def _slot_split(cfg: TrainConfig) -> tuple[list[int], Suite | None, int, Suite | None]:
+    """(population sizes, the suite part they draw, number of single envs, theirs).
+
+    Slots go to the batched and the single part in proportion to their families' suite
+    weights; populations hold at most `population` members, sizes as equal as possible.
+    Without `batched`, or when the slots are too few to give each part one, all are single."""
+    n = cfg.resolved_n_envs()
+    suite = load_suite(cfg.suite)
+    batched, single = split_suite(suite)
+    if not cfg.batched or batched is None:
+        return [], None, n, suite
+    weight = lambda part: sum(f.config.weight for f in part.families)  # noqa: E731
+    n_single = 0 if single is None else max(1, round(n * weight(single) / weight(suite)))
+    n_batched = n - n_single
+    if n_batched < 1:
+        return [], None, n, suite
+    count = -(-n_batched // cfg.population)
+    sizes = [n_batched // count + (i < n_batched % count) for i in range(count)]
+    return sizes, batched, n_single, single
+
+
 def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize:
-    """n_envs copies of the env (separate processes by default), monitored and normalised."""
-    factories = [
-        _env_factory(cfg.suite, cfg.action_spec, cfg.seed + i) for i in range(cfg.resolved_n_envs())
+    """The env slots (batched populations first, then single envs, in separate processes by
+    default), monitored and normalised."""
+    sizes, batched, n_single, single = _slot_split(cfg)
+    parts: list[VecEnv] = [
+        BatchedLRControlEnv(size, batched, cfg.action_spec, redraw_after=cfg.redraw_after)
+        for size in sizes
     ]
-    venv = (
-        SubprocVecEnv(factories, start_method="spawn")
-        if subprocess and len(factories) > 1
-        else DummyVecEnv(factories)
-    )
+    if n_single:
+        parts.append(_single_envs(single, cfg, n_single, cfg.seed + sum(sizes), subprocess))
+    venv = parts[0] if len(parts) == 1 else ConcatVecEnv(parts)
     venv.seed(cfg.seed)
     return VecNormalize(
         VecMonitor(venv), norm_obs=True, norm_reward=True, clip_obs=cfg.clip_obs, gamma=cfg.gamma
@@ -352,7 +436,8 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         atomic_write_json(config_path, json.loads(cfg.to_json()))
-    torch.set_num_threads(1)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
     venv = make_training_env(cfg)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
@@ -362,7 +447,7 @@ def train(
         model = PPO(
             "MlpPolicy",
             venv,
-            n_steps=cfg.n_steps,
+            n_steps=cfg.resolved_n_steps(),
             batch_size=cfg.batch_size,
             n_epochs=cfg.n_epochs,
             learning_rate=cfg.learning_rate,
@@ -409,6 +494,7 @@ def train(
         atomic_write_json(run_dir / "wall_time.json", {"wall_time_s": state["wall_time_s"]})
     finally:
         venv.close()
+        torch.set_num_threads(threads_before)
     return final
 
 

@@ -1,0 +1,470 @@
+"""A population of LRControl-v0 episodes as one SB3 `VecEnv`, trained as one tensor program."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.vec_env.base_vec_env import (
+    VecEnv,
+    VecEnvIndices,
+    VecEnvObs,
+    VecEnvStepReturn,
+)
+
+from lrctl.actions import ActionSpec
+from lrctl.env import (
+    DIVERGENCE_RETURN,
+    TaskCache,
+    clipped_log_loss,
+    log_loss,
+    resolve_action_spec,
+    spec_family,
+    step_info,
+)
+from lrctl.features import CLIP, OBS_DIM, FeatureTracker
+from lrctl.population import Population
+from lrctl.tasks import RunSpec, Suite, TaskFamily, load_suite
+
+BATCHED_FAMILIES = frozenset(
+    {
+        "digits_mlp",
+        "breast_cancer_logreg",
+        "diabetes_mlp",
+        "char_mlp",
+        "noisy_quadratic",
+        "digits_cnn",
+        "wine_mlp",
+    }
+)
+"""Families whose models a `Population` trains (tests/test_batched_env.py checks each against
+`LRControlEnv`). Not char_gru: torch.vmap has no batching rule for nn.GRU."""
+
+
+def supports_batched(family: str) -> bool:
+    """Whether `BatchedLRControlEnv` can train the family of this name."""
+    return family in BATCHED_FAMILIES
+
+
+def shared_key(spec: RunSpec) -> tuple:
+    """What every member of one population shares: family, optimizer, batch size, architecture."""
+    return (spec.family, spec.optimizer, spec.batch_size, tuple(sorted(spec.arch.items())))
+
+
+def member_spec(family: TaskFamily, shared: RunSpec, rng: np.random.Generator) -> RunSpec:
+    """A draw of `family` given the population's shared architecture, batch size and optimizer.
+
+    `TaskFamily.sample` draws the LR factor (base LR / reference LR), horizon and seed
+    independently of those, so a full draw with them replaced by the shared ones (base LR
+    rescaled to the shared optimizer's reference) follows the family's conditional distribution.
+    """
+    drawn = family.sample(rng)
+    reference = family.reference_lr(shared.optimizer)
+    return replace(
+        drawn,
+        optimizer=shared.optimizer,
+        batch_size=shared.batch_size,
+        arch=dict(shared.arch),
+        reference_lr=reference,
+        base_lr=reference * drawn.lr_factor,
+    )
+
+
+def split_suite(suite: Suite) -> tuple[Suite | None, Suite | None]:
+    """The suite's families that support batching, and the others, as two suites (None where
+    a part has no family); each family keeps its configuration and weight."""
+    parts = (
+        [f for f in suite.families if supports_batched(f.name)],
+        [f for f in suite.families if not supports_batched(f.name)],
+    )
+    return tuple(replace(suite, families=tuple(p)) if p else None for p in parts)  # type: ignore[return-value]
+
+
+def _batched_suite(suite: Suite, families: Sequence[str] | None) -> Suite:
+    """The suite restricted to `families` (default: all it has) that support batching."""
+    names = [n for n in (families or suite.family_names) if supports_batched(n)]
+    if not names:
+        raise ValueError(
+            f"no family of suite {suite.name!r} (or of {list(families or [])}) supports batched "
+            f"populations; supported: {', '.join(sorted(BATCHED_FAMILIES))}. Use LRControlEnv "
+            "(SubprocVecEnv) for the others"
+        )
+    return replace(suite, families=tuple(suite.family(n) for n in names))
+
+
+class BatchedLRControlEnv(VecEnv):
+    """N episodes of LRControl-v0 at once, their inner runs trained as one tensor program.
+
+    ## Description
+
+    Every member is an `LRControlEnv` episode: same observation (`lrctl.features.FeatureTracker`
+    on the block's losses and last G gradient norms), same action mapping
+    (`ActionSpec.next_lr`), same reward and divergence rules (`lrctl.env.clipped_log_loss`,
+    `DIVERGENCE_RETURN`), same task build (`lrctl.env.TaskCache`), same initialisation and batch
+    order for a seed. Member i with run spec s yields the observations and rewards
+    `LRControlEnv` yields on s (tests/test_batched_env.py, to float32 rounding). What the
+    members share is the tensor program (`lrctl.population.Population`): one family,
+    architecture, batch size and optimizer kind, the *shared spec*. Each member draws its own
+    base LR, horizon and seed (`member_spec`), so episodes end at different times.
+
+    The shared spec is drawn from the suite (restricted to `families` that
+    `supports_batched`), or pinned with `spec`. With `redraw_after` = R > 0, once every member
+    has finished R episodes of the population, the shared spec is drawn anew: episodes still
+    running are cut (truncated, `"TimeLimit.truncated"`, so PPO bootstraps them) and every
+    member starts an episode of the new population.
+
+    ## Action Space
+
+    `Box(-1, 1, (1,), float32)` per member, as `LRControlEnv`.
+
+    ## Observation Space
+
+    `Box(-10, 10, (13,), float32)` per member, as `LRControlEnv` (`lrctl.features`).
+
+    ## Rewards
+
+    As `LRControlEnv`: r_t = l_{t-1} - l_t with l the clipped log validation loss; a diverged
+    episode's return is exactly `DIVERGENCE_RETURN`.
+
+    ## Starting State
+
+    As `LRControlEnv`: a fresh run trained for K steps at its base LR.
+
+    ## Episode End
+
+    Per member, as `LRControlEnv` (termination on divergence, truncation at the horizon),
+    plus the cut at a population redraw (a truncation). SB3's convention: a finished member is
+    reset at once; `infos[i]["terminal_observation"]` holds its last observation,
+    `infos[i]["TimeLimit.truncated"]` is True for truncations, and the new episode's reset
+    info is in `reset_infos[i]`.
+
+    ## Arguments
+
+    - `n`: members (the VecEnv's `num_envs`).
+    - `suite`, `action_spec` (or `interval`, `max_multiplier`, `lr_band`), `max_val_examples`,
+      `device`: as `LRControlEnv`.
+    - `families`: suite families populations may draw (default: every one that batches).
+    - `spec`: pin the shared spec (family, architecture, batch size, optimizer) for good.
+    - `redraw_after`: R above; 0 never redraws.
+    - `seed`: seed of the population's draws (also `seed()` before `reset()`).
+    - `generic`: train with the vmap forward even where the MLP fast path applies.
+
+    `set_options([{"spec": RunSpec}, ...])` before `reset()` pins members' first specs (they
+    must share family, architecture, batch size and optimizer). `get_attr` returns the
+    population's attribute for every index, except `run_spec`, `lr` and `base_lr` (each
+    member's own); `set_attr` and `env_method` act on the population.
+
+    ## Version History
+
+    - v0: first version (LRControl-v0 semantics, features v2).
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012 - SB3's convention
+    _MEMBER_ATTRS = ("run_spec", "lr", "base_lr")
+
+    def __init__(
+        self,
+        n: int,
+        suite: str | Path | Suite = "train",
+        action_spec: ActionSpec | None = None,
+        *,
+        interval: int | None = None,
+        max_multiplier: float | None = None,
+        lr_band: tuple[float, float] | None = None,
+        families: Sequence[str] | None = None,
+        spec: RunSpec | None = None,
+        redraw_after: int = 1,
+        max_val_examples: int | None = 256,
+        device: torch.device | str = "cpu",
+        seed: int | None = None,
+        generic: bool = False,
+    ) -> None:
+        if n < 1:
+            raise ValueError(f"n (members) must be >= 1, got {n}")
+        if redraw_after < 0:
+            raise ValueError(f"redraw_after must be >= 0, got {redraw_after}")
+        self.render_mode = None
+        self.suite = suite if isinstance(suite, Suite) else load_suite(suite)
+        self.action_spec = resolve_action_spec(action_spec, interval, max_multiplier, lr_band)
+        self.fixed_spec = spec
+        if spec is not None and not supports_batched(spec.family):
+            raise ValueError(f"family {spec.family!r} does not support batched populations")
+        self.draw_suite = None if spec is not None else _batched_suite(self.suite, families)
+        self.redraw_after = int(redraw_after)
+        self.device = torch.device(device)
+        self.generic = generic
+        self.rng = np.random.default_rng(seed)
+        self._tasks = TaskCache(max_val_examples, self.device)
+        super().__init__(
+            n,
+            spaces.Box(-CLIP, CLIP, (OBS_DIM,), np.float32),
+            spaces.Box(-1.0, 1.0, (1,), np.float32),
+        )
+        self.shared: RunSpec | None = None
+        self.family: TaskFamily | None = None
+        self.pop: Population | None = None
+        self.tracker = FeatureTracker(n)
+        self.specs: list[RunSpec | None] = [None] * n
+        self._names: list[str] = [""] * n
+        self._lr, self._base_lr = np.zeros(n), np.ones(n)
+        self._t, self._horizon = np.zeros(n, np.int64), np.ones(n, np.int64)
+        self._log_v0, self._log_v, self._return = np.zeros(n), np.zeros(n), np.zeros(n)
+        self._dead = np.zeros(n, bool)  # the first block diverged: the next step terminates
+        self._episodes = np.zeros(n, np.int64)  # finished in this population
+        self._obs = np.zeros((n, OBS_DIM), np.float32)
+        self._actions = np.zeros((n, 1), np.float32)
+
+    # --- VecEnv ----------------------------------------------------------------------------
+
+    def reset(self) -> VecEnvObs:
+        if self._seeds[0] is not None:
+            self.rng = np.random.default_rng(self._seeds[0])
+        pinned = [self._pinned(o) for o in self._options]
+        first = next((s for s in pinned if s is not None), None)
+        self._new_population(first)
+        specs = [s or member_spec(self.family, self.shared, self.rng) for s in pinned]
+        self._obs = self._start(np.arange(self.num_envs), specs)
+        self._reset_seeds()
+        self._reset_options()
+        return self._obs.copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self.pop is None:
+            raise RuntimeError("call reset() before step()")
+        n, k = self.num_envs, self.action_spec.interval
+        acts = np.asarray(self._actions, dtype=np.float64).reshape(n, -1)[:, 0]
+        dead = self._dead.copy()
+        self._lr = np.where(dead, self._lr, self.action_spec.next_lr(self._lr, self._base_lr, acts))
+        lengths = np.minimum(k, self._horizon - self._t)
+        stats = self._run(self.pop, self._lr, lengths)
+        self._t += np.where(dead, 0, lengths)
+        rows = np.arange(n)
+        obs, train_loss, val_loss, diverged = self._observe(rows, lengths, *stats)
+        with np.errstate(invalid="ignore"):
+            log_v = clipped_log_loss(val_loss, self._log_v0)
+        reward = np.where(diverged, DIVERGENCE_RETURN - self._return, self._log_v - log_v)
+        self._log_v = np.where(diverged, self._log_v, log_v)
+        # Members whose first block diverged end now, without training (as LRControlEnv).
+        reward[dead] = DIVERGENCE_RETURN - self._return[dead]
+        obs[dead] = self._obs[dead]
+        train_loss[dead], val_loss[dead] = np.nan, np.inf
+        diverged |= dead
+        self._return += reward
+        truncated = ~diverged & (self._t >= self._horizon)
+        done = diverged | truncated
+        self._episodes += done
+        infos = self._infos(rows, train_loss, val_loss, diverged)
+        redraw = self.redraw_after > 0 and bool((self._episodes >= self.redraw_after).all())
+        if redraw:  # the population's turn is over: cut running episodes (truncated)
+            truncated |= ~done
+            done[:] = True
+        for i in np.flatnonzero(done):
+            infos[i]["terminal_observation"] = obs[i].copy()
+            infos[i]["TimeLimit.truncated"] = bool(truncated[i])
+        if redraw:
+            self._new_population(None)
+            specs = [member_spec(self.family, self.shared, self.rng) for _ in range(n)]
+            obs = self._start(rows, specs)
+        elif done.any():
+            ended = np.flatnonzero(done)
+            specs = [member_spec(self.family, self.shared, self.rng) for _ in ended]
+            obs[ended] = self._start(ended, specs)
+        self._obs = obs
+        return obs.copy(), reward.astype(np.float32), done, infos
+
+    def close(self) -> None:
+        self.pop = None
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        idx = list(self._get_indices(indices))
+        if attr_name == "run_spec":
+            return [self.specs[i] for i in idx]
+        if attr_name in ("lr", "base_lr"):
+            values = self._lr if attr_name == "lr" else self._base_lr
+            return [float(values[i]) for i in idx]
+        return [getattr(self, attr_name)] * len(idx)
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        if attr_name in self._MEMBER_ATTRS:
+            raise AttributeError(f"{attr_name!r} is a member's own state; it cannot be set")
+        setattr(self, attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
+    ) -> list[Any]:
+        result = getattr(self, method_name)(*method_args, **method_kwargs)
+        return [result] * len(list(self._get_indices(indices)))
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        return [False] * len(list(self._get_indices(indices)))
+
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        """Seeds for the next `reset()`: the population's draws restart from `seed`."""
+        return super().seed(seed)
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [None] * self.num_envs
+
+    # --- population ------------------------------------------------------------------------
+
+    def _pinned(self, options: dict) -> RunSpec | None:
+        unknown = sorted(set(options) - {"spec"})
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; allowed: 'spec'")
+        spec = options.get("spec")
+        if spec is not None and spec.steps <= self.action_spec.interval:
+            raise ValueError(
+                f"the run's horizon ({spec.steps} steps) must exceed the decision interval "
+                f"K = {self.action_spec.interval}; use longer horizons or a smaller interval"
+            )
+        return spec
+
+    def _new_population(self, pinned: RunSpec | None) -> None:
+        """A population for a shared spec: the pinned one, the fixed one, or a suite draw."""
+        shared = pinned or self.fixed_spec
+        if shared is None:
+            assert self.draw_suite is not None
+            self.family, shared = self.draw_suite.sample(self.rng)
+        else:
+            self.family = spec_family(self.suite, shared)
+        if not supports_batched(shared.family):
+            raise ValueError(f"family {shared.family!r} does not support batched populations")
+        keys = {shared_key(o["spec"]) for o in self._options if o.get("spec") is not None}
+        if self.fixed_spec is not None:
+            keys.add(shared_key(self.fixed_spec))
+        if keys - {shared_key(shared)}:
+            raise ValueError(
+                "the specs pinned with set_options() (and `spec`) must share family, optimizer, "
+                "batch size and architecture (one population); use one BatchedLRControlEnv per "
+                "such group"
+            )
+        self.shared = shared
+        task = self._tasks.get(self.family, shared)
+        self.pop = Population(
+            task, shared.optimizer, self.num_envs, self.action_spec.interval, self.device,
+            generic=self.generic,
+        )  # fmt: skip
+        self.tracker = FeatureTracker(self.num_envs)
+        self._episodes[:] = 0
+
+    def _start(self, rows: np.ndarray, specs: list[RunSpec]) -> np.ndarray:
+        """Start episodes `specs` in members `rows`: fresh runs trained K steps at their base LR
+        (a sub-population when only some members restart). Returns their first observations."""
+        assert self.pop is not None
+        whole = len(rows) == self.num_envs
+        k = self.action_spec.interval
+        pop = self.pop
+        if not whole:
+            pop = Population(pop.task, pop.optimizer.name, len(rows), k, self.device, self.generic)
+        seeds = [s.seed for s in specs]
+        pop.init_members(rows if whole else range(len(rows)), seeds)
+        for r, s in zip(rows, specs, strict=True):
+            self.specs[r], self._names[r] = s, s.describe()
+        base = np.array([s.base_lr for s in specs], dtype=np.float64)
+        self._lr[rows], self._base_lr[rows] = base, base
+        self._horizon[rows] = [s.steps for s in specs]
+        self._t[rows], self._return[rows] = 0, 0.0
+        self.tracker.reset(np.isin(np.arange(self.num_envs), rows))
+        lengths = np.full(len(rows), k)
+        stats = self._run(pop, base, lengths)
+        self._t[rows] = k
+        obs, train_loss, val_loss, diverged = self._observe(rows, lengths, *stats)
+        if not whole:
+            self.pop.copy_rows(rows, pop)
+        self._dead[rows] = diverged
+        with np.errstate(invalid="ignore"):
+            log_v0 = np.where(diverged, 0.0, log_loss(val_loss))
+        self._log_v0[rows], self._log_v[rows] = log_v0, log_v0
+        for r, info in zip(rows, self._infos(rows, train_loss, val_loss, diverged), strict=True):
+            self.reset_infos[r] = info
+        return obs
+
+    def _run(
+        self, pop: Population, lr: np.ndarray, lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Train a block; one host read: losses, gradient norms [n, k], validation losses and
+        parameter finiteness [n]."""
+        losses, gnorms = pop.run_block(lr, lengths, self.action_spec.grad_norm_steps)
+        k = losses.shape[0]
+        val, finite = pop.val_losses(), pop.params_finite()
+        host = torch.cat((losses, gnorms, val[None], finite[None].to(val.dtype)))
+        host = host.T.double().cpu().numpy()
+        return host[:, :k], host[:, k : 2 * k], host[:, 2 * k], host[:, 2 * k + 1] > 0.5
+
+    def _observe(
+        self,
+        rows: np.ndarray,
+        lengths: np.ndarray,
+        losses: np.ndarray,
+        gnorms: np.ndarray,
+        val: np.ndarray,
+        finite: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Observations, block train losses, validation losses and divergence of members
+        `rows` after a block (`lengths[j]` steps for rows[j]), as `LRControlEnv._block`."""
+        g_steps = self.action_spec.grad_norm_steps
+        obs = np.empty((len(rows), OBS_DIM), np.float32)
+        stats_finite = np.empty(len(rows), bool)
+        train_loss = np.empty(len(rows))
+        for k in np.unique(lengths):
+            sel = np.flatnonzero(lengths == k)
+            g = min(g_steps, int(k))
+            block_l, block_g = losses[sel, :k], gnorms[sel, k - g : k]
+            members = rows[sel]
+            obs[sel] = self._track(
+                members,
+                block_l,
+                block_g,
+                np.log(self._lr[members] / self._base_lr[members]),
+                self._t[members] / self._horizon[members],
+            )
+            stats_finite[sel] = np.isfinite(block_l).all(1) & np.isfinite(block_g).all(1)
+            with np.errstate(invalid="ignore", over="ignore"):
+                train_loss[sel] = block_l.mean(1)
+        ok = stats_finite & finite
+        val_loss = np.where(ok, val, np.inf)
+        return obs, train_loss, val_loss, ~(ok & np.isfinite(val))
+
+    def _track(self, members: np.ndarray, *block: np.ndarray) -> np.ndarray:
+        """`FeatureTracker.update` for some members (all: the tracker itself; else a tracker
+        holding their rows of its state, written back after)."""
+        n = self.num_envs
+        if len(members) == n and (members == np.arange(n)).all():
+            return self.tracker.update(*block)
+        state = self.tracker.state_dict()
+        sub = FeatureTracker(len(members))
+        sub.load_state_dict({key: value[members] for key, value in state.items()})
+        obs = sub.update(*block)
+        for key, value in sub.state_dict().items():
+            state[key][members] = value
+        self.tracker.load_state_dict(state)
+        return obs
+
+    def _infos(
+        self, rows: np.ndarray, train_loss: np.ndarray, val_loss: np.ndarray, diverged: np.ndarray
+    ) -> list[dict]:
+        columns = zip(
+            rows.tolist(),
+            self._base_lr[rows].tolist(),
+            self._lr[rows].tolist(),
+            train_loss.tolist(),
+            val_loss.tolist(),
+            self._t[rows].tolist(),
+            diverged.tolist(),
+            strict=True,
+        )
+        return [
+            step_info(self.specs[r], base, lr, tl, vl, t, d, task=self._names[r])
+            for r, base, lr, tl, vl, t, d in columns
+        ]
