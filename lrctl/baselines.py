@@ -241,3 +241,40 @@ def _build(
     name: str, total_steps: int, overrides: dict[str, object], optimizer: Optimizer
 ) -> Scheduler:
     return make_scheduler(name, optimizer, total_steps, **overrides)
+
+
+# --- Replay (issue #7): a recorded LR trajectory, step by step. Not a baseline of its own (it
+# has no defaults: a tuner records the LRs, lrctl.bench's population-based training), so it is
+# kept out of BASELINES and BASELINE_NAMES, and built with `replay_policy`.
+REPLAY = "replay"
+"""The schedule name of a replayed LR trajectory."""
+
+
+class ReplayLR(LRScheduler):
+    """Step k's LR is `lrs[k]` (the last one after the end), exactly: a trajectory recorded
+    by one run (population-based training's winner) replayed on another. With several param
+    groups, each keeps its ratio to the first group's LR.
+
+    torch's LambdaLR would multiply the base LR by lrs[k] / base, which can be off by a
+    rounding error; this writes the recorded values themselves.
+    """
+
+    def __init__(self, optimizer: Optimizer, lrs: Sequence[float], last_epoch: int = -1) -> None:
+        self.lrs = tuple(float(v) for v in lrs)
+        if not self.lrs or any(not (v >= 0 and v < float("inf")) for v in self.lrs):
+            raise ValueError("a replayed LR trajectory needs finite, non-negative LRs")
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        # Step k: lrs[min(k, len - 1)]; other groups keep their base ratio to group 0.
+        lr = self.lrs[min(max(self.last_epoch, 0), len(self.lrs) - 1)]
+        first = self.base_lrs[0]
+        return [lr if base == first else lr * base / first for base in self.base_lrs]
+
+
+def replay_policy(lrs: Sequence[float]) -> Callable[[Optimizer], ReplayLR]:
+    """A picklable `policy_fn(optimizer)` for `train()` that replays `lrs`, one per step."""
+    lrs = tuple(float(v) for v in lrs)
+    if not lrs:
+        raise ValueError("a replayed LR trajectory needs at least one LR")
+    return partial(ReplayLR, lrs=lrs)

@@ -24,6 +24,8 @@
 | adam_range_test          | Adam         | cosine                           | LR range test (not def.) |
 | controller_layerwise_momentum | SGD-momentum | lrctl controller, per layer | reference (not def.) |
 | controller_layerwise_adam     | Adam         | lrctl controller, per layer | reference (not def.) |
+| momentum_pbt             | SGD-momentum | PBT's LR trajectory, replayed    | Ray Tune PBT (not def.)  |
+| adam_pbt                 | Adam         | PBT's LR trajectory, replayed    | Ray Tune PBT (not def.)  |
 
 "Reference" is the task family's reference LR for the optimizer (`family.reference_lr`), the
 value a user would start from; "tuned" means chosen per task by the method's `tuner`: a grid
@@ -34,13 +36,13 @@ with `register_method`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from torch.optim import Optimizer
 
-from lrctl.baselines import BASELINE_NAMES, BASELINES, baseline_policy
+from lrctl.baselines import BASELINE_NAMES, BASELINES, REPLAY, baseline_policy, replay_policy
 from lrctl.controller_file import ControllerWeights
 from lrctl.optimizers import OPTIMIZER_NAMES
 from lrctl.param_groups import check_grouping
@@ -48,7 +50,7 @@ from lrctl.param_groups import check_grouping
 CONTROLLER = "controller"
 """The schedule name of lrctl's learned controller."""
 
-TUNER_NAMES = ("grid", "random", "tpe", "range_test")
+TUNER_NAMES = ("grid", "random", "tpe", "range_test", "pbt")
 """How a tuned method's base LR is chosen per task (implemented in lrctl.bench.tuners)."""
 
 OPTIMIZER_LABELS = {
@@ -87,8 +89,13 @@ class Method:
         check_grouping(self.param_groups)
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"method {self.name!r}: unknown optimizer {self.optimizer!r}")
-        if self.schedule != CONTROLLER and self.schedule not in BASELINE_NAMES:
+        if self.schedule not in (CONTROLLER, REPLAY, *BASELINE_NAMES):
             raise ValueError(f"method {self.name!r}: unknown schedule {self.schedule!r}")
+        if (self.schedule == REPLAY) != (self.tuner == "pbt"):
+            raise ValueError(
+                f"method {self.name!r}: the {REPLAY!r} schedule and the 'pbt' tuner go together "
+                "(PBT finds an LR trajectory; the final runs replay it)"
+            )
         if isinstance(self.lr, str) and self.lr not in ("tuned", "reference"):
             raise ValueError(f"method {self.name!r}: lr must be 'tuned', 'reference' or a number")
         if self.tuner not in TUNER_NAMES:
@@ -113,9 +120,15 @@ class Method:
         val_every: int,
         controller: ControllerWeights | None = None,
         schedule_params: Mapping[str, float] | None = None,
+        lr_trajectory: Sequence[float] = (),
     ) -> Callable[[Optimizer], object]:
         """The `policy_fn(optimizer)` that `lrctl.training.train` takes (picklable).
-        `schedule_params` override the schedule's defaults (tuned by random search / TPE)."""
+        `schedule_params` override the schedule's defaults (tuned by random search / TPE);
+        `lr_trajectory` is the LR per step that the replay schedule replays (PBT's)."""
+        if self.schedule == REPLAY:
+            if not lr_trajectory:
+                raise ValueError(f"method {self.name!r} needs the LR trajectory to replay")
+            return replay_policy(lr_trajectory)
         if self.uses_controller:
             if controller is None:
                 raise ValueError(f"method {self.name!r} needs controller weights")
@@ -251,4 +264,16 @@ for _opt in ("momentum", "adam"):
     register_method(
         Method(f"controller_layerwise_{_opt}", f"layer-wise controller + {OPTIMIZER_LABELS[_opt]}",
                _opt, CONTROLLER, "reference", param_groups="layer")
+    )  # fmt: skip
+
+
+# --- Population-based training (issue #7): Ray Tune's PopulationBasedTraining trains a
+# population per task and mutates its LR while training (lrctl.bench.pbt, the grid's budget and
+# range); the final runs replay the winner's LR at every step on fresh seeds (the 'replay'
+# schedule, lrctl.baselines.ReplayLR). Needs Ray: pip install 'lrctl[ray]'. Registered after
+# DEFAULT_METHODS, so `lrctl bench` runs them only when named in --methods.
+for _opt in ("momentum", "adam"):
+    register_method(
+        Method(f"{_opt}_pbt", f"{OPTIMIZER_LABELS[_opt]} + PBT schedule", _opt, REPLAY,
+               tuner="pbt")
     )  # fmt: skip

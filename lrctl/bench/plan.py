@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lrctl.baselines import REPLAY
 from lrctl.bench.methods import (
     ADAM_REFERENCE,
     COSINE_REFERENCE,
@@ -39,7 +40,7 @@ from lrctl.bench.methods import (
     get_methods,
 )
 from lrctl.controller_file import ControllerWeights, load_controller
-from lrctl.tasks import Suite, TaskFamily, load_suite
+from lrctl.tasks import RunSpec, Suite, TaskFamily, load_suite
 
 HASH_VERSION = 1
 """Bumped when a run's meaning changes without its config fields changing."""
@@ -159,6 +160,9 @@ class RunConfig:
     schedule's own parameters (e.g. one_cycle's pct_start); empty: the schedule's defaults."""
     param_groups: str = field(default="single", metadata=ADDED_FIELD)
     """The method's optimizer param groups: 'single', or 'layer' (one per layer)."""
+    lr_trajectory: tuple[float, ...] = field(default=(), metadata=ADDED_FIELD)
+    """The LR of every step, replayed by the 'replay' schedule (a PBT-tuned method's final
+    runs: the schedule PBT found, lrctl.bench.pbt); empty for every other run."""
 
     @property
     def config_hash(self) -> str:
@@ -188,6 +192,17 @@ def controller_digest(weights: ControllerWeights) -> str:
     meta = [weights.obs_clip, weights.obs_epsilon, spec]
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def run_spec(config: RunConfig, family: TaskFamily, steps: int | None = None) -> RunSpec:
+    """The family's spec of a run (`steps`: another horizon, for a tuner's job)."""
+    return family.spec(
+        config.optimizer,
+        steps=steps or config.steps,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        **dict(config.arch),
+    )
 
 
 def tuning_key(losses: Iterable[float], factor: float) -> tuple[float, float]:
@@ -239,10 +254,15 @@ class Plan:
         seed: int,
         role: str = "final",
         schedule_params: ScheduleParams = (),
+        lr_trajectory: Sequence[float] = (),
     ) -> RunConfig:
         """The config of `method` on `task` at `factor` x the reference LR (or, for a method
         with a fixed LR, at that LR; `factor` is then ignored), with the schedule's defaults
-        overridden by `schedule_params`. Tuning runs skip the test split."""
+        overridden by `schedule_params`. Tuning runs skip the test split.
+
+        A replay method (PBT) replays `lr_trajectory` from its first LR (`factor` is then
+        ignored); without one (no tuning), it holds the LR at `factor` throughout, which is
+        what PBT over a one-point range would find."""
         family = self.families[task]
         steps = self.steps[task]
         spec = family.spec(method.optimizer, steps=steps)
@@ -252,6 +272,15 @@ class Plan:
             factor = base_lr / reference
         else:
             base_lr = reference * factor
+        lrs = tuple(float(v) for v in lr_trajectory)
+        if method.schedule == REPLAY:
+            if not lrs:
+                lrs = (base_lr,) * steps
+            elif len(lrs) != steps:
+                raise ValueError(f"an LR trajectory of {len(lrs)} steps for {steps}-step runs")
+            base_lr, factor = lrs[0], lrs[0] / reference
+        elif lrs:
+            raise ValueError(f"method {method.name!r} does not replay an LR trajectory")
         return RunConfig(
             task=task,
             method=method.name,
@@ -269,6 +298,7 @@ class Plan:
             controller=self.controller_hash if method.uses_controller else "",
             schedule_params=tuple(sorted(schedule_params)),
             param_groups=method.param_groups,
+            lr_trajectory=lrs,
         )
 
     @property
@@ -303,13 +333,20 @@ class Plan:
         return out
 
     def finals_after_tuning(
-        self, task: str, method: str, factor: float, schedule_params: ScheduleParams = ()
+        self,
+        task: str,
+        method: str,
+        factor: float,
+        schedule_params: ScheduleParams = (),
+        lr_trajectory: Sequence[float] = (),
     ) -> list[PlannedRun]:
-        """The final runs of a tuned method, at the factor (and schedule settings) its tuner
-        chose."""
+        """The final runs of a tuned method, at the factor (and schedule settings, or LR
+        trajectory) its tuner chose."""
         m = next(m for m in self.methods if m.name == method)
         return [
-            PlannedRun(self.run(task, m, factor, s, schedule_params=schedule_params), "final")
+            PlannedRun(
+                self.run(task, m, factor, s, "final", schedule_params, lr_trajectory), "final"
+            )
             for s in self.config.final_seed_list
         ]
 

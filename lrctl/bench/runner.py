@@ -12,6 +12,8 @@ rest on a backend:
 Tuning is two-phase: each tuned (task, method) has a tuner (lrctl.bench.tuners) that asks for
 tuning runs, all at once (grid, random search) or a trial at a time (TPE), as ordinary runs of
 the pool; when it is done, its LR is chosen and the final runs are queued ahead of the rest.
+A tuner whose work is one job (a range test; population-based training, which runs Ray Tune
+on the Ray of `--ray`, or on a local Ray of `workers` CPUs) asks for it like a run.
 Each finished run is written to the store at once (atomically), so an interrupted benchmark
 loses only the runs that were in flight, and a rerun replays every tuner from the store.
 """
@@ -27,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrctl.bench.methods import Method
-from lrctl.bench.plan import BenchConfig, Plan, PlannedRun, RunConfig, make_plan
+from lrctl.bench.pbt import PBT, run_pbt_job
+from lrctl.bench.plan import BenchConfig, Plan, PlannedRun, RunConfig, make_plan, run_spec
 from lrctl.bench.store import RunStore, make_record
 from lrctl.bench.tuners import RANGE_TEST, TuneOutcome, Tuner, make_tuner, run_range_test
 from lrctl.controller_file import ControllerWeights
@@ -39,9 +42,11 @@ def execute_run(
     family: TaskFamily,
     method: Method,
     controller: ControllerWeights | None,
+    cpus: int = 1,
 ) -> dict:
     """Train one run and return its store record (runs in a worker, with one torch thread).
-    A range-test job (a tuner's) runs the range test instead."""
+    A tuner's job runs instead: the range test, or PBT (on the Ray this worker is part of, or
+    on a local Ray of `cpus` CPUs: the bench's worker count)."""
     import torch
 
     from lrctl.training import train
@@ -49,20 +54,21 @@ def execute_run(
     torch.set_num_threads(1)
     if config.schedule == RANGE_TEST:
         return run_range_test(config, family)
-    spec = family.spec(
-        config.optimizer,
-        steps=config.steps,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        **dict(config.arch),
-    )
+    if config.schedule == PBT:
+        return run_pbt_job(config, family, cpus)
     history = train(
-        family.build(spec),
+        family.build(run_spec(config, family)),
         config.optimizer,
         config.base_lr,
         config.steps,
         config.seed,
-        method.policy_fn(config.steps, config.val_every, controller, dict(config.schedule_params)),
+        method.policy_fn(
+            config.steps,
+            config.val_every,
+            controller,
+            dict(config.schedule_params),
+            config.lr_trajectory,
+        ),
         val_every=config.val_every,
         evaluate_test=config.evaluate_test,
         param_groups=config.param_groups,
@@ -81,6 +87,8 @@ class InlineBackend:
 
     name = "this process"
     slots = 1
+    cpus = 1
+    """CPUs a PBT job may start a local Ray with (the bench's worker count)."""
 
     def __init__(self) -> None:
         import torch
@@ -109,6 +117,7 @@ class PoolBackend:
 
         self.name = f"{workers} local worker processes"
         self.slots = 2 * workers  # keep every worker fed while results are being saved
+        self.cpus = workers
         self.pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
@@ -148,11 +157,16 @@ class RayBackend:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.name = f"Ray ({address}, {cpus} CPUs)"
         self.slots = 2 * max(1, cpus)
+        self.cpus = cpus
         self.remote = ray.remote(num_cpus=1)(execute_run)
+        # A PBT job only drives Ray Tune, whose members take one CPU each: it holds none
+        # itself, so it cannot starve its own members of a small cluster.
+        self.driver = ray.remote(num_cpus=0)(execute_run)
 
     def submit(self, fn: Callable[..., dict], *args: object) -> Future:
         assert fn is execute_run, "the Ray backend runs lrctl.bench.runner.execute_run only"
-        return self.remote.remote(*args).future()
+        pbt_job = isinstance(args[0], RunConfig) and args[0].schedule == PBT
+        return (self.driver if pbt_job else self.remote).remote(*args).future()
 
     def close(self, cancel: bool = False) -> None:
         if self.started:
@@ -259,9 +273,9 @@ def run_plan(
         if tuner.done and g not in out.tuned:
             outcome = out.tuned[g] = tuner.outcome()
             out.chosen[g] = outcome.factor
-            if outcome.lr_trajectory is not None:
-                raise NotImplementedError("final runs that replay a tuned LR trajectory (PBT)")
-            finals = plan.finals_after_tuning(*g, outcome.factor, outcome.schedule_params)
+            finals = plan.finals_after_tuning(
+                *g, outcome.factor, outcome.schedule_params, outcome.lr_trajectory or ()
+            )
             for run in reversed(finals):
                 add(run, front=True)
 
@@ -296,7 +310,7 @@ def run_plan(
                     break
                 h = queue.popleft()
                 c = out.configs[h]
-                args = (c, plan.families[c.task], methods[c.method], plan.controller)
+                args = (c, plan.families[c.task], methods[c.method], plan.controller, backend.cpus)
                 running[backend.submit(execute_run, *args)] = h
                 submitted += 1
             if not running:

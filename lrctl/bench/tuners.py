@@ -13,6 +13,7 @@ One tuner serves one (task, method). The runner (lrctl.bench.runner) drives it:
 | random     | len(grid) trials x the tuning seeds, all at once          | the same rule           |
 | tpe        | len(grid) trials x the tuning seeds, one trial at a time  | the same rule           |
 | range_test | one LR range test (tuning seed 0, train split only)       | its suggested LR        |
+| pbt        | one PBT job: a population on Ray Tune (val. split)        | winner's LR per step    |
 
 Random search and TPE (Optuna, seeded per task and method) draw the LR factor log-uniformly
 over the grid's range, [min(grid), max(grid)] x the reference LR, and with a schedule listed in
@@ -31,10 +32,11 @@ does.
 Adding a tuner: subclass `Tuner`, register it in `TUNERS` and its name in
 `lrctl.bench.methods.TUNER_NAMES`. A tuner whose work is not a set of fixed-horizon training
 runs asks for one job whose `schedule` names it, as the range test does (`RANGE_TEST`, run by
-`run_range_test` from `lrctl.bench.runner.execute_run`). Population-based training (Ray Tune's
-PopulationBasedTraining) fits that way: one job trains the population, its record holds the
-winning LR trajectory and the steps spent, and the tuner returns them in `TuneOutcome`
-(`lr_trajectory`, `budget`) for the final runs to replay on fresh seeds.
+`run_range_test` from `lrctl.bench.runner.execute_run`); `JobTuner` does the asking. PBT works
+that way (`PBTTuner`, lrctl.bench.pbt): one job trains the population on the validation split
+(the grid's budget and range), its record holds the winner's LR at every step and the steps
+spent, and the tuner returns them in `TuneOutcome` (`lr_trajectory`, `budget`) for the final
+runs to replay on fresh seeds (the 'replay' schedule, lrctl.baselines.ReplayLR).
 """
 
 from __future__ import annotations
@@ -50,7 +52,23 @@ from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from lrctl.bench.methods import TUNER_NAMES, Method
-from lrctl.bench.plan import Plan, RunConfig, ScheduleParams, default_val_every, tuning_key
+from lrctl.bench.pbt import (
+    PBT,
+    PERTURBATION_FACTORS,
+    PERTURBATION_FRACTION,
+    QUANTILE_FRACTION,
+    RESAMPLE_PROBABILITY,
+    pbt_settings,
+    require_ray_tune,
+)
+from lrctl.bench.plan import (
+    Plan,
+    RunConfig,
+    ScheduleParams,
+    default_val_every,
+    run_spec,
+    tuning_key,
+)
 from lrctl.bench.store import make_range_test_record
 
 if TYPE_CHECKING:
@@ -389,16 +407,25 @@ class TPETuner(OptunaTuner):
         )
 
 
-class RangeTestTuner(Tuner):
-    """One LR range test per task on the train split; the final runs start at its suggestion."""
-
-    name = "range_test"
-    label = "range test"
+class JobTuner(Tuner):
+    """A tuner whose work is one job rather than training runs (a range test, PBT): it asks
+    for `job()` once, and chooses from that job's stored result."""
 
     def __init__(self, plan: Plan, task: str, method: Method) -> None:
         super().__init__(plan, task, method)
         self.config: RunConfig | None = None
         self.result: Mapping[str, object] | None = None
+
+    @abstractmethod
+    def job(self) -> RunConfig:
+        """The job's config (role "tune": it never reads the test split)."""
+
+    def job_config(self, schedule: str, steps: int, val_every: int, **changes: object) -> RunConfig:
+        """The method's run at the reference LR with the first tuning seed, made a job."""
+        seed = self.plan.config.tune_seed_list[0]
+        run = self.plan.run(self.task, self.method, 1.0, seed, role="tune")
+        changes.update(schedule=schedule, steps=steps, val_every=val_every)
+        return replace(run, **changes)  # type: ignore[arg-type]
 
     @property
     def n_runs(self) -> int:
@@ -407,14 +434,7 @@ class RangeTestTuner(Tuner):
     def ask(self) -> list[RunConfig]:
         if self.config is not None:
             return []
-        seed = self.plan.config.tune_seed_list[0]
-        run = self.plan.run(self.task, self.method, 1.0, seed, role="tune")
-        self.config = replace(
-            run,
-            schedule=RANGE_TEST,
-            steps=RANGE_TEST_STEPS,
-            val_every=default_val_every(RANGE_TEST_STEPS),
-        )
+        self.config = self.job()
         self.n_asked = 1
         return [self.config]
 
@@ -425,6 +445,16 @@ class RangeTestTuner(Tuner):
     @property
     def done(self) -> bool:
         return self.result is not None
+
+
+class RangeTestTuner(JobTuner):
+    """One LR range test per task on the train split; the final runs start at its suggestion."""
+
+    name = "range_test"
+    label = "range test"
+
+    def job(self) -> RunConfig:
+        return self.job_config(RANGE_TEST, RANGE_TEST_STEPS, default_val_every(RANGE_TEST_STEPS))
 
     def outcome(self) -> TuneOutcome:
         if self.result is None or self.config is None:
@@ -452,20 +482,63 @@ def run_range_test(config: RunConfig, family: TaskFamily) -> dict:
     """Run a range-test job and return its store record (in a worker)."""
     from lrctl.range_test import range_test_task
 
-    spec = family.spec(
-        config.optimizer,
-        steps=config.steps,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        **dict(config.arch),
-    )
+    spec = run_spec(config, family)
     start = time.perf_counter()
     result = range_test_task(family, spec, config.optimizer, config.seed, steps=config.steps)
     return make_range_test_record(config, result, time.perf_counter() - start)
 
 
+class PBTTuner(JobTuner):
+    """Population-based training (Ray Tune) on the validation split, one job per task; the
+    final runs replay the winning member's LR at every step (lrctl.bench.pbt)."""
+
+    name = "pbt"
+    label = "PBT"
+
+    def __init__(self, plan: Plan, task: str, method: Method) -> None:
+        require_ray_tune()  # before anything runs: a clear error naming the extra
+        super().__init__(plan, task, method)
+        cfg = plan.config
+        self.settings = pbt_settings(cfg.grid, cfg.tune_seeds, plan.steps[task])
+
+    def job(self) -> RunConfig:
+        s = self.settings  # steps: the job's inner steps, P members x T
+        return self.job_config(
+            PBT, s.total_steps, s.interval, schedule_params=s.params(), lr_trajectory=()
+        )
+
+    def outcome(self) -> TuneOutcome:
+        if self.result is None or self.config is None:
+            raise RuntimeError(f"PBT of {self.method.name} on {self.task} is not done")
+        lrs = tuple(float(v) for v in self.result["lr_trajectory"])  # type: ignore[attr-defined]
+        population, steps = self.result["population"], self.result["inner_steps"]
+        budget = Budget(int(population), int(steps))  # type: ignore[call-overload]
+        return TuneOutcome(lrs[0] / self.config.reference_lr, lr_trajectory=lrs, budget=budget)
+
+    @classmethod
+    def protocol(cls, plan: Plan, methods: list[str]) -> str:
+        cfg = plan.config
+        s = pbt_settings(cfg.grid, cfg.tune_seeds, 1)
+        seed = cfg.tune_seed_list[0]
+        grid_runs = len(cfg.grid) * cfg.tune_seeds
+        budget = "the grid's budget" if s.population == grid_runs else f"the grid: {grid_runs} x"
+        return (
+            f"- **PBT** ({', '.join(methods)}): Ray Tune's PopulationBasedTraining per task, "
+            f"{s.population} members (seeds {seed}..{seed + s.population - 1}), each trained "
+            f"over the task's horizon ({s.population} x the horizon in inner steps; {budget}), "
+            f"starting at LR factors log-spaced over [x{s.low:.3g}, x{s.high:.3g}] the reference "
+            f"LR; every {PERTURBATION_FRACTION:.0%} of the horizon, once all members are there, "
+            f"the worst {QUANTILE_FRACTION:.0%} by **validation** loss copy the model and "
+            f"optimizer of one of the best {QUANTILE_FRACTION:.0%} and perturb its LR "
+            f"(x{' or x'.join(f'{f:g}' for f in PERTURBATION_FACTORS)}, or with probability "
+            f"{RESAMPLE_PROBABILITY:g} redrawn log-uniformly; kept in the range). The member "
+            "with the lowest final validation loss wins: the final runs replay its LR at every "
+            "step (its lineage's, through the copies) on fresh seeds."
+        )
+
+
 TUNERS: dict[str, type[Tuner]] = {
-    t.name: t for t in (GridTuner, RandomTuner, TPETuner, RangeTestTuner)
+    t.name: t for t in (GridTuner, RandomTuner, TPETuner, RangeTestTuner, PBTTuner)
 }
 """Tuner classes by `Method.tuner` name."""
 assert tuple(TUNERS) == TUNER_NAMES, "register each tuner in TUNERS and in TUNER_NAMES"
