@@ -189,10 +189,13 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from lrctl.bench import BenchConfig, run_bench
     from lrctl.bench.methods import DEFAULT_METHODS
 
+    methods = _names(args.methods) or DEFAULT_METHODS
+    if methods == ("all",):
+        methods = _all_methods()
     settings = {
         "suite": args.suite,
         "tasks": _names(args.tasks),
-        "methods": _names(args.methods) or DEFAULT_METHODS,
+        "methods": methods,
         "seeds": args.seeds,
         "steps": args.steps,
     }
@@ -217,6 +220,21 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     )
 
 
+def _all_methods() -> tuple[str, ...]:
+    """`--methods all`: every registered method; the PBT ones only when Ray Tune is installed
+    (the optional extra), else they are left out with a note."""
+    import importlib.util
+
+    from lrctl.bench.methods import METHODS
+
+    names = tuple(METHODS)
+    if importlib.util.find_spec("ray") is None:
+        pbt = [n for n, m in METHODS.items() if m.tuner == "pbt"]
+        print(f"note: {', '.join(pbt)} left out: they need Ray Tune (pip install 'lrctl[ray]')")
+        names = tuple(n for n in names if n not in pbt)
+    return names
+
+
 def _bench_epilog() -> str:
     from lrctl.bench.methods import DEFAULT_METHODS, METHODS
 
@@ -225,7 +243,7 @@ def _bench_epilog() -> str:
         for m in METHODS.values()
     ]
     return (
-        "methods (--methods; default: all but those marked):\n"
+        "methods (--methods; default: all but those marked; --methods all: every one):\n"
         + "\n".join(rows)
         + "\n\n"
         + textwrap.fill(

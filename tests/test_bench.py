@@ -370,3 +370,20 @@ def test_cli_bench_user_errors(
     assert err.startswith("lrctl: error: ") and message in err
     assert len(err.strip().splitlines()) == 1
     assert not list(tmp_path.rglob("*.json"))  # failed before running anything
+
+
+def test_cli_methods_all(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`--methods all` runs every registered method (PBT only when Ray is importable)."""
+    import importlib.util
+
+    from lrctl import cli
+    from lrctl.bench import runner
+    from lrctl.bench.methods import METHODS
+
+    seen = {}
+    monkeypatch.setattr(runner, "run_bench", lambda config, **kw: seen.setdefault("c", config))
+    monkeypatch.setattr("lrctl.bench.run_bench", runner.run_bench)
+    assert cli.main(["bench", "--methods", "all", "--out", str(tmp_path)]) in (0, None)
+    has_ray = importlib.util.find_spec("ray") is not None
+    expected = [n for n, m in METHODS.items() if has_ray or m.tuner != "pbt"]
+    assert list(seen["c"].methods) == expected
