@@ -447,7 +447,49 @@ def criteria_lines(crit: list[Criterion]) -> list[str]:
     ]
 
 
-def readme_markdown(outcome: BenchOutcome, results_root: Path, command: str) -> str:
+def standing_lines(outcome: BenchOutcome, finals: pd.DataFrame) -> list[str]:
+    """Where each controller method wins and loses, in sentences computed from the final runs
+    (mean test loss per task; rank among every method of the run), so they stay true when the
+    benchmark is regenerated."""
+    plan = outcome.plan
+    labels = {m.name: m.label for m in plan.methods}
+    means = pd.DataFrame(
+        {
+            t: {
+                m.name: _mean_with_inf(finals[(finals.task == t) & (finals.method == m.name)][
+                    "test_loss"])
+                for m in plan.methods
+            }
+            for t in plan.families
+        }
+    )  # fmt: skip
+    ranks = means.rank(method="min")
+    mean_rank = ranks.mean(axis=1).sort_values()
+    n = len(means)
+    lines = []
+    for m in (m for m in plan.methods if m.uses_controller):
+        place = int((mean_rank < mean_rank[m.name]).sum()) + 1
+        parts = [
+            f"**{labels[m.name]}** (untuned) has mean rank {mean_rank[m.name]:.1f} of {n} "
+            f"methods (place {place})."
+        ]
+        for t in plan.families:
+            better = means[t][means[t] < means.loc[m.name, t]].sort_values()
+            if better.empty:
+                parts.append(f"On {t} it is the best of all methods ({means.loc[m.name, t]:.4g}).")
+            else:
+                best = better.index[0]
+                parts.append(
+                    f"On {t} {len(better)} of {n - 1} beat it ({means.loc[m.name, t]:.4g}; best "
+                    f"{labels[best]} {better.iloc[0]:.4g})."
+                )
+        lines.append("- " + " ".join(parts))
+    return lines
+
+
+def readme_markdown(
+    outcome: BenchOutcome, results_root: Path, command: str, outcome_finals: pd.DataFrame
+) -> str:
     import datetime as dt
 
     out = outcome.out_dir
@@ -473,6 +515,11 @@ def readme_markdown(outcome: BenchOutcome, results_root: Path, command: str) -> 
         f"- plots: [{rel}/loss_curves.png]({rel}/loss_curves.png), "
         f"[{rel}/lr_trajectories.png]({rel}/lr_trajectories.png), "
         f"[{rel}/robustness.png]({rel}/robustness.png)",
+        "",
+        "Where the controller wins and where it loses (mean test loss over the seeds, computed "
+        "from runs.csv):",
+        "",
+        *standing_lines(outcome, outcome_finals),
         "",
         "Regenerate with the command above: finished runs are kept in `runs/` (one JSON per run, "
         "not committed) and skipped, so an interrupted benchmark resumes.",
@@ -514,7 +561,7 @@ def write_report(outcome: BenchOutcome, command: str | None = None, echo: bool =
         root = out.parent
         cmd = command or "lrctl.bench.run_bench(...) from Python"
         files.append(root / "README.md")
-        atomic_write_text(files[-1], readme_markdown(outcome, root, cmd))
+        atomic_write_text(files[-1], readme_markdown(outcome, root, cmd, tables.finals))
     if echo:
         print_summary(outcome, tables, crit, files, budget_lines(outcome, runs))
     return Report(runs, tables, crit, files)
