@@ -25,7 +25,15 @@ def __getattr__(name: str):
         from lrctl.controller import LRController
 
         return LRController
+    if name == "find_lr":
+        from lrctl.range_test import find_lr
+
+        return find_lr
+    if name == "layer_param_groups":
+        from lrctl.param_groups import layer_param_groups
+
+        return layer_param_groups
     raise AttributeError(f"module 'lrctl' has no attribute {name!r}")
 
 
-__all__ = ["ENV_ID", "LRController", "__version__"]
+__all__ = ["ENV_ID", "LRController", "__version__", "find_lr", "layer_param_groups"]

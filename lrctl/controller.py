@@ -223,14 +223,29 @@ class LRController:
             return torch.zeros(0, n_params, device=self.device)
         return torch.stack(rows).view(len(self._norm_parts), n_params)
 
+    def _read_block_cpu(self) -> tuple[list[float], list[float]]:
+        """Global mode on the CPU: the block's losses and global gradient norms as Python
+        floats, read value by value. There is no device to sync with, and for 10 + G numbers
+        this costs a fraction of stacking them into tensors first (the decision is a visible
+        share of a small model's loop); the norms are the same global norms `_block` takes."""
+        losses = [float(loss) for loss in self._loss_parts]
+        gnorms = [
+            math.sqrt(math.fsum(float(n) ** 2 for n in part)) if part else 0.0
+            for part in self._norm_parts
+        ]
+        return losses, gnorms
+
     def _decide(self) -> None:
-        losses, gnorms = read_block(*self._block())  # the one host read per decision
-        self._loss_parts, self._norm_parts = [], []
         progress = min(self._t / self.total_steps, 1.0)
         log_lr_ratios = [math.log(s) for s in self._scales]
-        # One row (global control, or a single group): a scalar, FeatureTracker's one-run path.
-        ratio = log_lr_ratios[0] if len(log_lr_ratios) == 1 else log_lr_ratios
-        obs = self._tracker.update(losses, gnorms, ratio, progress)
+        if not self.per_group and self.device.type == "cpu":
+            obs = self._tracker.update_one(*self._read_block_cpu(), log_lr_ratios[0], progress)
+        else:
+            losses, gnorms = read_block(*self._block())  # the one host read per decision
+            # One row (a single group): a scalar, FeatureTracker's one-run path.
+            ratio = log_lr_ratios[0] if len(log_lr_ratios) == 1 else log_lr_ratios
+            obs = self._tracker.update(losses, gnorms, ratio, progress)
+        self._loss_parts, self._norm_parts = [], []
         actions = self.weights.act(obs)  # [1 or n_groups, 1]: one policy call for all groups
         for i, scale in enumerate(self._scales):
             action = float(actions[i, 0])

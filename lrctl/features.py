@@ -177,7 +177,7 @@ class FeatureTracker:
         losses = np.asarray(losses, dtype=np.float64).reshape(self.n, -1)
         grad_norms = np.asarray(grad_norms, dtype=np.float64).reshape(self.n, -1)
         if self.n == 1 and np.ndim(log_lr_ratio) == 0 and np.ndim(progress) == 0:
-            return self._update_one(losses[0].tolist(), grad_norms[0].tolist(),
+            return self.update_one(losses[0].tolist(), grad_norms[0].tolist(),
                                     float(log_lr_ratio), float(progress))  # fmt: skip
         started = self.started
         log_l, finite = _sanitize_log(losses, np.where(started, self.prev, 0.0))
@@ -222,10 +222,11 @@ class FeatureTracker:
         feats[np.isnan(feats)] = 0.0  # +-inf are clipped to +-CLIP just below
         return np.clip(feats, -CLIP, CLIP).astype(np.float32)
 
-    def _update_one(
+    def update_one(
         self, losses: list[float], grad_norms: list[float], log_lr_ratio: float, progress: float
     ) -> np.ndarray:
-        """`update` for one run, in plain Python floats: the same arithmetic as the array path
+        """`update` for one run, from Python floats (losses [K], gradient norms [G]); returns
+        [1, OBS_DIM] float32. The same arithmetic as the array path
         below (tests/test_features.py checks they agree on hostile inputs), at a tenth of its
         cost, since a decision of the runtime controller is otherwise dominated by numpy's
         per-call overhead on 10-element arrays. The single env and `LRController` take it."""

@@ -193,14 +193,14 @@ def test_observations_match_the_runtime_controller(
     run = InnerRun(task, spec.optimizer, spec.base_lr, capacity=spec.steps, seed=spec.seed)
     ctrl = LRController(run.optimizer, spec.steps, constant_policy(0.0, env.action_spec))
     seen: list[np.ndarray] = []
-    update = ctrl._tracker.update
+    update = ctrl._tracker.update_one  # the runtime's path for one run on the CPU
 
-    def recording_update(*args: np.ndarray | float) -> np.ndarray:
+    def recording_update(*args: list[float] | float) -> np.ndarray:
         feats = update(*args)
         seen.append(feats[0].copy())
         return feats
 
-    monkeypatch.setattr(ctrl._tracker, "update", recording_update)
+    monkeypatch.setattr(ctrl._tracker, "update_one", recording_update)
     run.advance(spec.steps, policy=ctrl)
     assert run.lrs == [spec.base_lr] * spec.steps
     assert len(seen) == len(result.observations) == 6

@@ -47,14 +47,24 @@ def feature_policy(index: int, gain: float, spec: ActionSpec = SPEC) -> Controll
 def record_features(ctrl: LRController, monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
     """Every feature array the controller's tracker returns, in order."""
     seen: list[np.ndarray] = []
-    update = ctrl._tracker.update
+    depth = [0]  # update() may call update_one(): record the outermost call only
 
-    def recording(*args: object) -> np.ndarray:
-        feats = update(*args)
-        seen.append(feats.copy())
-        return feats
+    def recording(update):
+        def record(*args: object) -> np.ndarray:
+            depth[0] += 1
+            try:
+                feats = update(*args)
+            finally:
+                depth[0] -= 1
+            if depth[0] == 0:
+                seen.append(feats.copy())
+            return feats
 
-    monkeypatch.setattr(ctrl._tracker, "update", recording)
+        return record
+
+    # Global mode on the CPU calls update_one (one run, Python floats); per-group mode update.
+    for name in ("update", "update_one"):
+        monkeypatch.setattr(ctrl._tracker, name, recording(getattr(ctrl._tracker, name)))
     return seen
 
 
@@ -132,7 +142,7 @@ def test_group_grad_norms_match_clip_grad_norm_per_group() -> None:
 )
 def test_one_group_per_group_equals_global(monkeypatch: pytest.MonkeyPatch, losses) -> None:
     """(a) With one param group, per-group control is global control: the same features and
-    the same LR at every step, exactly."""
+    the same LR at every step (up to float32 rounding of the gradient norm)."""
     weights = random_policy(7, SPEC)
     trajectories, features = [], []
     for per_group in (False, True):
@@ -142,9 +152,11 @@ def test_one_group_per_group_equals_global(monkeypatch: pytest.MonkeyPatch, loss
         seen = record_features(sched, monkeypatch)
         trajectories.append(run_loop(opt, model, sched, 60, losses))
         features.append(np.stack(seen))
-    assert trajectories[0] == trajectories[1]
+    np.testing.assert_allclose(trajectories[0], trajectories[1], rtol=1e-6, atol=0)
     assert len({lr for (lr,) in trajectories[0]}) > 3  # the policy does move the LR
-    np.testing.assert_array_equal(features[0], features[1])
+    # Global mode on the CPU sums the per-parameter norms in float64 (Python floats), the
+    # per-group path in float32 tensors: equal up to float32 rounding.
+    np.testing.assert_allclose(features[0], features[1], rtol=0, atol=1e-6)
 
 
 def test_groups_with_different_gradients_get_different_lrs() -> None:
