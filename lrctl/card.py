@@ -66,6 +66,25 @@ def _bench_section(bench_dir: Path) -> str:
     )
 
 
+ITERATIONS_FILE = "iterations.md"
+"""A hand-written account of the training iterations tried, kept beside the controller and
+appended to its card, so that regenerating the card keeps it."""
+
+
+def _envs_line(cfg: dict) -> str:
+    """How the training environments ran (batched populations and/or SubprocVecEnv)."""
+    from lrctl.ppo import TrainConfig
+
+    config = TrainConfig.from_dict(cfg)
+    n = config.resolved_n_envs()
+    if config.batched:
+        return (
+            f"{n} environment slots side by side (batched populations of up to "
+            f"{config.population} inner runs, `lrctl.batched_env`)"
+        )
+    return f"{n} environments in parallel (SubprocVecEnv)"
+
+
 def write_card(
     run_dir: str | Path,
     controller_file: str | Path,
@@ -84,6 +103,7 @@ def write_card(
         ev = pd.read_csv(run_dir / "eval.csv")
         ev_table = ev.to_markdown(index=False, floatfmt=".4f")
     cores = os.cpu_count()
+    envs = _envs_line(cfg)
     text = f"""# lrctl default controller
 
 A PPO policy that multiplies the learning rate by a factor in [1/{cfg["max_multiplier"]}, {cfg["max_multiplier"]}]
@@ -92,7 +112,7 @@ from the scale-free features of `lrctl/features.py` (version in the file's metad
 
 - File: `{controller_file.name}` (safetensors, no pickle; `lrctl info {controller_file}`)
 - Trained on: `envs/{Path(cfg["suite"]).stem}.toml` (suite `{cfg["suite"]}`); evaluated on the held-out `{cfg["eval_suite"]}` suite
-- Timesteps: {state["num_timesteps"]:,} decisions, {cfg["n_envs"] or cores} environments in parallel
+- Timesteps: {state["num_timesteps"]:,} decisions, {envs}
 - Wall time: {minutes:.1f} min on this machine ({cores} cores, {platform.processor() or platform.machine()}, CPU only)
 - Config: [`config.json`](config.json) (every field is documented in `lrctl/ppo.py`)
 
@@ -114,6 +134,9 @@ Return = log(V_0 / V_T) of the validation loss; divergence gives -8.
 """
     if bench_dir is not None:
         text += "\n" + _bench_section(Path(bench_dir))
+    history = folder / ITERATIONS_FILE
+    if history.is_file():  # hand-written: what was tried before this controller was chosen
+        text += "\n" + history.read_text()
     path = folder / "README.md"
     atomic_write_text(path, text)
     return path
