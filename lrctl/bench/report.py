@@ -466,7 +466,21 @@ def standing_lines(outcome: BenchOutcome, finals: pd.DataFrame) -> list[str]:
     ranks = means.rank(method="min")
     mean_rank = ranks.mean(axis=1).sort_values()
     n = len(means)
+    controllers = [m.name for m in plan.methods if m.uses_controller]
     lines = []
+    for t in plan.families:  # the short version: one sentence per task
+        own = min(controllers, key=lambda c: means.loc[c, t])
+        best = means[t].idxmin()
+        verdict = (
+            "the controller wins"
+            if ranks.loc[own, t] == 1
+            else f"{labels[best]} wins ({means.loc[best, t]:.4g} vs {means.loc[own, t]:.4g})"
+        )
+        lines.append(
+            f"On **{t}** the best controller is {labels[own]}, rank {int(ranks.loc[own, t])} "
+            f"of {n}: {verdict}."
+        )
+    lines += ["", "Per controller method:", ""]
     for m in (m for m in plan.methods if m.uses_controller):
         place = int((mean_rank < mean_rank[m.name]).sum()) + 1
         parts = [
