@@ -467,6 +467,8 @@ def standing_lines(outcome: BenchOutcome, finals: pd.DataFrame) -> list[str]:
     mean_rank = ranks.mean(axis=1).sort_values()
     n = len(means)
     controllers = [m.name for m in plan.methods if m.uses_controller]
+    if not controllers:
+        return ["No controller method was part of this run."]
     lines = []
     for t in plan.families:  # the short version: one sentence per task
         own = min(controllers, key=lambda c: means.loc[c, t])
