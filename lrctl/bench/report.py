@@ -526,8 +526,9 @@ def readme_markdown(
         f"- [{rel}/summary.md]({rel}/summary.md): methods x tasks, test loss, ranks, win rates, "
         "tuning budget",
         f"- [{rel}/quality_bar.md]({rel}/quality_bar.md): the controller's quality bar",
-        f"- [{rel}/runs.csv]({rel}/runs.csv): one row per run; `steps.csv.gz` and "
-        "`evals.csv.gz`: per-step and validation histories",
+        f"- [{rel}/runs.csv]({rel}/runs.csv): one row per run; "
+        f"[{rel}/evals.csv.gz]({rel}/evals.csv.gz): validation histories; `steps.csv.gz`: "
+        "per-step histories (written by the run, not committed: several MiB)",
         f"- plots: [{rel}/loss_curves.png]({rel}/loss_curves.png), "
         f"[{rel}/lr_trajectories.png]({rel}/lr_trajectories.png), "
         f"[{rel}/robustness.png]({rel}/robustness.png)",
