@@ -201,6 +201,33 @@ class InnerRun:
                 stepper(loss)
         return self.loss_buf[start : self.t], self.gnorm_buf[start + first_read : self.t]
 
+    def state_dict(self) -> dict:
+        """Everything to continue this run elsewhere (model, optimizer, batch order, step) and
+        its recorded history so far (LR, train loss and gradient norm per step)."""
+        t = self.t
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.batches.gen.get_state(),
+            "batches": list(self.batches.batches),
+            "t": t,
+            "lrs": torch.tensor(self.lrs, dtype=torch.float64),
+            "train_loss": self.loss_buf[:t].clone(),
+            "grad_norm": self.gnorm_buf[:t].clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a `state_dict()` in this run (same task, optimizer kind and capacity)."""
+        t = int(state["t"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.gen.set_state(state["generator"])
+        self.batches.batches = list(state["batches"])
+        self.t = t
+        self.lrs = [float(v) for v in state["lrs"]]
+        self.loss_buf[:t] = state["train_loss"]
+        self.gnorm_buf[:t] = state["grad_norm"]
+
     def group_grad_norms(self, start: int, stop: int) -> torch.Tensor:
         """Each param group's gradient norm on steps [start, stop) (0 on steps that did not
         read it), [n_groups, stop - start], on the device; needs `param_groups="layer"`."""

@@ -158,18 +158,10 @@ def member_task(job: MemberJob) -> Task:
 
 
 def member_state(run: InnerRun, evals: list[tuple[float, float, float]], diverged_at: int) -> dict:
-    """Everything to continue `run` elsewhere (model, optimizer, batch order) and its lineage's
-    history (LR, train loss and gradient norm per step; validations)."""
-    t = run.t
+    """Everything to continue `run` elsewhere (`InnerRun.state_dict`: model, optimizer, batch
+    order, per-step history) and its lineage's validations and divergence step."""
     return {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "generator": run.batches.gen.get_state(),
-        "batches": list(run.batches.batches),
-        "t": t,
-        "lrs": torch.tensor(run.lrs, dtype=torch.float64),
-        "train_loss": run.loss_buf[:t].clone(),
-        "grad_norm": run.gnorm_buf[:t].clone(),
+        **run.state_dict(),
         "evals": torch.tensor(evals, dtype=torch.float64).reshape(-1, 3),
         "diverged_at": diverged_at,
     }
@@ -178,15 +170,7 @@ def member_state(run: InnerRun, evals: list[tuple[float, float, float]], diverge
 def load_member_state(run: InnerRun, state: Mapping[str, object]) -> tuple[list, int]:
     """Continue `state` (a `member_state`) in `run`; returns its validations and divergence
     step (-1: none)."""
-    t = int(state["t"])  # type: ignore[call-overload]
-    run.model.load_state_dict(state["model"])  # type: ignore[arg-type]
-    run.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
-    run.batches.gen.set_state(state["generator"])  # type: ignore[arg-type]
-    run.batches.batches = list(state["batches"])  # type: ignore[call-overload]
-    run.t = t
-    run.lrs = [float(v) for v in state["lrs"]]  # type: ignore[attr-defined]
-    run.loss_buf[:t] = state["train_loss"]
-    run.gnorm_buf[:t] = state["grad_norm"]
+    run.load_state_dict(dict(state))
     evals = [tuple(float(v) for v in row) for row in state["evals"]]  # type: ignore[attr-defined]
     return evals, int(state["diverged_at"])  # type: ignore[call-overload]
 
