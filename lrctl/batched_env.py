@@ -30,26 +30,18 @@ from lrctl.env import (
 )
 from lrctl.features import CLIP, OBS_DIM, FeatureTracker
 from lrctl.population import Population
-from lrctl.tasks import RunSpec, Suite, TaskFamily, load_suite
-
-BATCHED_FAMILIES = frozenset(
-    {
-        "digits_mlp",
-        "breast_cancer_logreg",
-        "diabetes_mlp",
-        "char_mlp",
-        "noisy_quadratic",
-        "digits_cnn",
-        "wine_mlp",
-    }
-)
-"""Families whose models a `Population` trains (tests/test_batched_env.py checks each against
-`LRControlEnv`). Not char_gru: torch.vmap has no batching rule for nn.GRU."""
+from lrctl.tasks import FAMILIES, RunSpec, Suite, TaskFamily, load_suite
 
 
 def supports_batched(family: str) -> bool:
-    """Whether `BatchedLRControlEnv` can train the family of this name."""
-    return family in BATCHED_FAMILIES
+    """Whether `BatchedLRControlEnv` can train the family of this name (`TaskFamily.batchable`;
+    not char_gru: torch.vmap has no batching rule for nn.GRU)."""
+    return family in FAMILIES and FAMILIES[family].batchable
+
+
+def batched_family_names() -> list[str]:
+    """Every family a population can train."""
+    return sorted(name for name in FAMILIES if supports_batched(name))
 
 
 def shared_key(spec: RunSpec) -> tuple:
@@ -92,7 +84,7 @@ def _batched_suite(suite: Suite, families: Sequence[str] | None) -> Suite:
     if not names:
         raise ValueError(
             f"no family of suite {suite.name!r} (or of {list(families or [])}) supports batched "
-            f"populations; supported: {', '.join(sorted(BATCHED_FAMILIES))}. Use LRControlEnv "
+            f"populations; supported: {', '.join(batched_family_names())}. Use LRControlEnv "
             "(SubprocVecEnv) for the others"
         )
     return replace(suite, families=tuple(suite.family(n) for n in names))

@@ -124,6 +124,10 @@ class TaskFamily(ABC):
     # validation split by a coarse 1-3-10 grid at constant LR over 3 decades, 2 seeds
     # (benchmarks/calibrate_reference_lr.py); tests/test_tasks.py states the margin each reaches.
     reference_lrs: ClassVar[Mapping[str, float]]
+    batchable: ClassVar[bool] = False
+    """Whether `lrctl.population.Population` can train this family's models as one tensor
+    program (the batched env); tests/test_batched_env.py holds every such family to the
+    single-run env."""
 
     def __init__(self, config: FamilyConfig | None = None) -> None:
         self.config = config or FamilyConfig(name=self.name)

@@ -60,6 +60,7 @@ class _Tabular(TaskFamily):
 
 class DigitsMLP(_Tabular):
     name = "digits_mlp"
+    batchable = True
     description = "sklearn digits, ReLU MLP, cross-entropy"
     dataset, n_classes = "digits", 10
     reference_lrs = {
@@ -70,6 +71,7 @@ class DigitsMLP(_Tabular):
 
 class BreastCancerLogReg(_Tabular):
     name = "breast_cancer_logreg"
+    batchable = True
     description = "sklearn breast cancer, logistic regression (a linear layer), cross-entropy"
     dataset, n_classes = "breast_cancer", 2
     reference_lrs = {
@@ -83,6 +85,7 @@ class BreastCancerLogReg(_Tabular):
 
 class DiabetesMLP(_Tabular):
     name = "diabetes_mlp"
+    batchable = True
     description = "sklearn diabetes, ReLU MLP regression on a standardised target, MSE"
     dataset, n_classes = "diabetes", 0
     reference_lrs = {
@@ -93,6 +96,7 @@ class DiabetesMLP(_Tabular):
 
 class WineMLP(_Tabular):
     name = "wine_mlp"
+    batchable = True
     description = "sklearn wine, tanh MLP, cross-entropy (held out: other data, other activation)"
     dataset, n_classes = "wine", 3
     act = nn.Tanh
@@ -118,6 +122,7 @@ class _DigitsConv(nn.Module):
 
 class DigitsCNN(TaskFamily):
     name = "digits_cnn"
+    batchable = True
     description = (
         "sklearn digits as 8x8 images, two conv layers + linear head (held out: other architecture)"
     )
@@ -156,6 +161,7 @@ def _last_char_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 class CharMLP(TaskFamily):
     name = "char_mlp"
+    batchable = True
     description = "next character of Python stdlib source (module set A), embedding + tanh MLP"
     context = 16
     default_widths = (64, 128, 256)
@@ -234,6 +240,7 @@ class NoisyQuadratic(TaskFamily):
     schedule decays."""
 
     name = "noisy_quadratic"
+    batchable = True
     description = "procedural ill-conditioned quadratic with minibatch gradient noise"
     default_widths = (10, 100, 1000)  # dimension
     default_depths = (1,)
