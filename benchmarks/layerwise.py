@@ -1,4 +1,4 @@
-"""Layer-wise vs global LR control on the eval suite (issue #7): test loss per task and optimizer.
+"""Layer-wise vs global LR control on the eval suite: test loss per task and optimizer.
 
 The controller (default: the shipped one, agents/default, which was trained on *global*
 control) runs untuned at each task's reference LR in two ways: one decision for the whole run
@@ -33,7 +33,7 @@ from lrctl.bench.plan import BenchConfig, Plan, RunConfig, make_plan
 from lrctl.bench.runner import execute_run, make_backend, output_dir
 from lrctl.bench.store import RunStore
 from lrctl.controller import LRController
-from lrctl.training import InnerRun
+from lrctl.inner_run import InnerRun
 
 PAIRS = {"momentum": ("controller_momentum", "controller_layerwise_momentum"),
          "adam": ("controller_adam", "controller_layerwise_adam")}  # fmt: skip

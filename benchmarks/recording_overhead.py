@@ -21,7 +21,7 @@ import torch
 
 from lrctl.optimizers import make_optimizer
 from lrctl.tasks import FAMILIES, RunSpec, Task
-from lrctl.training import InnerRun
+from lrctl.inner_run import InnerRun
 
 
 def recorded_loop(task: Task, spec: RunSpec, steps: int) -> tuple[float, list[torch.Tensor]]:

@@ -19,17 +19,9 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from lrctl.actions import ActionSpec
-from lrctl.env import (
-    DIVERGENCE_RETURN,
-    TaskCache,
-    clipped_log_loss,
-    log_loss,
-    resolve_action_spec,
-    spec_family,
-    step_info,
-)
+from lrctl.episodes import Episodes, TaskCache, resolve_action_spec, spec_family, step_info
 from lrctl.features import CLIP, OBS_DIM, FeatureTracker
-from lrctl.population import Population
+from lrctl.runs import Block, Runs
 from lrctl.tasks import FAMILIES, RunSpec, Suite, TaskFamily, load_suite
 
 
@@ -200,14 +192,12 @@ class BatchedLRControlEnv(VecEnv):
         )
         self.shared: RunSpec | None = None
         self.family: TaskFamily | None = None
-        self.pop: Population | None = None
+        self.runs: Runs | None = None
         self.tracker = FeatureTracker(n)
+        self.episodes = Episodes(n)
         self.specs: list[RunSpec | None] = [None] * n
         self._names: list[str] = [""] * n
         self._lr, self._base_lr = np.zeros(n), np.ones(n)
-        self._t, self._horizon = np.zeros(n, np.int64), np.ones(n, np.int64)
-        self._log_v0, self._log_v, self._return = np.zeros(n), np.zeros(n), np.zeros(n)
-        self._dead = np.zeros(n, bool)  # the first block diverged: the next step terminates
         self._episodes = np.zeros(n, np.int64)  # finished in this population
         self._obs = np.zeros((n, OBS_DIM), np.float32)
         self._actions = np.zeros((n, 1), np.float32)
@@ -230,28 +220,21 @@ class BatchedLRControlEnv(VecEnv):
         self._actions = np.asarray(actions)
 
     def step_wait(self) -> VecEnvStepReturn:
-        if self.pop is None:
+        if self.runs is None:
             raise RuntimeError("call reset() before step()")
         n, k = self.num_envs, self.action_spec.interval
+        episodes = self.episodes
         acts = np.asarray(self._actions, dtype=np.float64).reshape(n, -1)[:, 0]
-        dead = self._dead.copy()
+        dead = episodes.dead.copy()  # their block is trained with the others, then ignored
         self._lr = np.where(dead, self._lr, self.action_spec.next_lr(self._lr, self._base_lr, acts))
-        lengths = np.minimum(k, self._horizon - self._t)
-        stats = self._run(self.pop, self._lr, lengths)
-        self._t += np.where(dead, 0, lengths)
+        lengths = np.minimum(k, episodes.horizon - episodes.t)
+        block = self.runs.run_block(lengths, self._lr, self.action_spec.grad_norm_steps)
+        reward, diverged, truncated = episodes.step(block.lengths, block.val_loss, block.diverged)
         rows = np.arange(n)
-        obs, train_loss, val_loss, diverged = self._observe(rows, lengths, *stats)
-        with np.errstate(invalid="ignore"):
-            log_v = clipped_log_loss(val_loss, self._log_v0)
-        reward = np.where(diverged, DIVERGENCE_RETURN - self._return, self._log_v - log_v)
-        self._log_v = np.where(diverged, self._log_v, log_v)
-        # Members whose first block diverged end now, without training (as LRControlEnv).
-        reward[dead] = DIVERGENCE_RETURN - self._return[dead]
+        obs = self._observe(rows, block)
+        train_loss, val_loss = block.train_loss(), block.val_loss.copy()
         obs[dead] = self._obs[dead]
         train_loss[dead], val_loss[dead] = np.nan, np.inf
-        diverged |= dead
-        self._return += reward
-        truncated = ~diverged & (self._t >= self._horizon)
         done = diverged | truncated
         self._episodes += done
         infos = self._infos(rows, train_loss, val_loss, diverged)
@@ -274,7 +257,12 @@ class BatchedLRControlEnv(VecEnv):
         return obs.copy(), reward.astype(np.float32), done, infos
 
     def close(self) -> None:
-        self.pop = None
+        self.runs = None
+
+    @property
+    def pop(self):
+        """The population's tensor program (`lrctl.population.Population`), None before reset."""
+        return None if self.runs is None else self.runs.pop
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         idx = list(self._get_indices(indices))
@@ -343,7 +331,7 @@ class BatchedLRControlEnv(VecEnv):
             )
         self.shared = shared
         task = self._tasks.get(self.family, shared)
-        self.pop = Population(
+        self.runs = Runs.population(
             task, shared.optimizer, self.num_envs, self.action_spec.interval, self.device,
             generic=self.generic,
         )  # fmt: skip
@@ -353,80 +341,47 @@ class BatchedLRControlEnv(VecEnv):
     def _start(self, rows: np.ndarray, specs: list[RunSpec]) -> np.ndarray:
         """Start episodes `specs` in members `rows`: fresh runs trained K steps at their base LR
         (a sub-population when only some members restart). Returns their first observations."""
-        assert self.pop is not None
+        assert self.runs is not None
         whole = len(rows) == self.num_envs
         k = self.action_spec.interval
-        pop = self.pop
+        runs = self.runs
         if not whole:
-            pop = Population(pop.task, pop.optimizer.name, len(rows), k, self.device, self.generic)
-        seeds = [s.seed for s in specs]
-        pop.init_members(rows if whole else range(len(rows)), seeds)
+            pop = runs.pop
+            runs = Runs.population(
+                pop.task, pop.optimizer.name, len(rows), k, self.device, self.generic
+            )
+        runs.start(rows if whole else range(len(rows)), [s.seed for s in specs])
         for r, s in zip(rows, specs, strict=True):
             self.specs[r], self._names[r] = s, s.describe()
         base = np.array([s.base_lr for s in specs], dtype=np.float64)
         self._lr[rows], self._base_lr[rows] = base, base
-        self._horizon[rows] = [s.steps for s in specs]
-        self._t[rows], self._return[rows] = 0, 0.0
         self.tracker.reset(np.isin(np.arange(self.num_envs), rows))
-        lengths = np.full(len(rows), k)
-        stats = self._run(pop, base, lengths)
-        self._t[rows] = k
-        obs, train_loss, val_loss, diverged = self._observe(rows, lengths, *stats)
+        block = runs.run_block(np.full(len(rows), k), base, self.action_spec.grad_norm_steps)
+        horizons = [s.steps for s in specs]
+        self.episodes.start(rows, horizons, k, block.val_loss, block.diverged)
+        obs = self._observe(rows, block)
         if not whole:
-            self.pop.copy_rows(rows, pop)
-        self._dead[rows] = diverged
-        with np.errstate(invalid="ignore"):
-            log_v0 = np.where(diverged, 0.0, log_loss(val_loss))
-        self._log_v0[rows], self._log_v[rows] = log_v0, log_v0
-        for r, info in zip(rows, self._infos(rows, train_loss, val_loss, diverged), strict=True):
+            self.runs.copy_rows(rows, runs)
+        infos = self._infos(rows, block.train_loss(), block.val_loss, block.diverged)
+        for r, info in zip(rows, infos, strict=True):
             self.reset_infos[r] = info
         return obs
 
-    def _run(
-        self, pop: Population, lr: np.ndarray, lengths: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Train a block; one host read: losses, gradient norms [n, k], validation losses and
-        parameter finiteness [n]."""
-        losses, gnorms = pop.run_block(lr, lengths, self.action_spec.grad_norm_steps)
-        k = losses.shape[0]
-        val, finite = pop.val_losses(), pop.params_finite()
-        host = torch.cat((losses, gnorms, val[None], finite[None].to(val.dtype)))
-        host = host.T.double().cpu().numpy()
-        return host[:, :k], host[:, k : 2 * k], host[:, 2 * k], host[:, 2 * k + 1] > 0.5
-
-    def _observe(
-        self,
-        rows: np.ndarray,
-        lengths: np.ndarray,
-        losses: np.ndarray,
-        gnorms: np.ndarray,
-        val: np.ndarray,
-        finite: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Observations, block train losses, validation losses and divergence of members
-        `rows` after a block (`lengths[j]` steps for rows[j]), as `LRControlEnv._block`."""
+    def _observe(self, rows: np.ndarray, block: Block) -> np.ndarray:
+        """Observations of members `rows` (block row j is member rows[j]) after a block."""
         g_steps = self.action_spec.grad_norm_steps
         obs = np.empty((len(rows), OBS_DIM), np.float32)
-        stats_finite = np.empty(len(rows), bool)
-        train_loss = np.empty(len(rows))
-        for k in np.unique(lengths):
-            sel = np.flatnonzero(lengths == k)
-            g = min(g_steps, int(k))
-            block_l, block_g = losses[sel, :k], gnorms[sel, k - g : k]
+        episodes = self.episodes
+        for length in np.unique(block.lengths):
+            sel = np.flatnonzero(block.lengths == length)
             members = rows[sel]
             obs[sel] = self._track(
                 members,
-                block_l,
-                block_g,
+                *block.observed(sel, g_steps),
                 np.log(self._lr[members] / self._base_lr[members]),
-                self._t[members] / self._horizon[members],
+                episodes.t[members] / episodes.horizon[members],
             )
-            stats_finite[sel] = np.isfinite(block_l).all(1) & np.isfinite(block_g).all(1)
-            with np.errstate(invalid="ignore", over="ignore"):
-                train_loss[sel] = block_l.mean(1)
-        ok = stats_finite & finite
-        val_loss = np.where(ok, val, np.inf)
-        return obs, train_loss, val_loss, ~(ok & np.isfinite(val))
+        return obs
 
     def _track(self, members: np.ndarray, *block: np.ndarray) -> np.ndarray:
         """`FeatureTracker.update` for some members (all: the tracker itself; else a tracker
@@ -452,7 +407,7 @@ class BatchedLRControlEnv(VecEnv):
             self._lr[rows].tolist(),
             train_loss.tolist(),
             val_loss.tolist(),
-            self._t[rows].tolist(),
+            self.episodes.t[rows].tolist(),
             diverged.tolist(),
             strict=True,
         )

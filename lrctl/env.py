@@ -1,10 +1,13 @@
-"""The Gymnasium environment: control the learning rate of a sampled inner training run."""
+"""The Gymnasium environment: control the learning rate of a sampled inner training run.
+
+A thin face over two cores: the inner run advances, is checked, validated and recorded by
+`lrctl.runs.Runs` (the same code `train()`, the bench and the batched env use), and rewards and
+episode ends come from `lrctl.episodes.Episodes` (the batched env's rules too).
+"""
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,122 +16,20 @@ import torch
 from gymnasium import spaces
 
 from lrctl.actions import ActionSpec
+from lrctl.episodes import (
+    DIVERGENCE_RETURN,
+    REWARD_BOUND,
+    Episodes,
+    TaskCache,
+    resolve_action_spec,
+    spec_family,
+    step_info,
+)
 from lrctl.features import CLIP, OBS_DIM, FeatureTracker, observation_table, read_block
-from lrctl.tasks import FAMILIES, RunSpec, Split, Suite, Task, TaskFamily, load_suite
-from lrctl.training import InnerRun
+from lrctl.runs import Runs
+from lrctl.tasks import RunSpec, Suite, Task, TaskFamily, load_suite
 
-REWARD_BOUND = 7.0
-"""B: log validation losses are clipped to [log V_0 - B, log V_0 + B], so a normal episode's
-return lies in [-B, B]; a diverged episode's return is exactly -(B + 1)."""
-
-DIVERGENCE_RETURN = -(REWARD_BOUND + 1.0)
-"""The return of every diverged episode: below any normal return."""
-
-VAL_SUBSET_SEED = 20_241_125
-"""Seed of the fixed validation subset drawn once per task when the split is larger than
-`max_val_examples` (never an episode seed: every episode of a task sees the same subset)."""
-
-_TASK_CACHE_SIZE = 32
-
-
-def log_loss(v: float | np.ndarray) -> float | np.ndarray:
-    """log of a non-negative loss (an exact 0 reads as 1e-30, never -inf); a float or an array
-    (this env and `lrctl.batched_env` both measure with it)."""
-    out = np.log(np.maximum(v, 1e-30))
-    return float(out) if np.ndim(out) == 0 else out
-
-
-def clipped_log_loss(v: float | np.ndarray, log_v0: float | np.ndarray) -> float | np.ndarray:
-    """The reward's measure l = clip(log V, log V_0 - B, log V_0 + B) (see Rewards below):
-    r_t = l_{t-1} - l_t. A float or an array (one entry per run)."""
-    out = np.clip(log_loss(v), np.subtract(log_v0, REWARD_BOUND), np.add(log_v0, REWARD_BOUND))
-    return float(out) if np.ndim(out) == 0 else out
-
-
-def step_info(
-    spec: RunSpec, base_lr: float, lr: float, train_loss: float, val_loss: float, step: int,
-    diverged: bool, task: str | None = None,
-) -> dict:  # fmt: skip
-    """The `info` of one step or reset (keys in LRControlEnv's docstring); `task` is
-    `spec.describe()` when the caller has it already."""
-    return {
-        "task": task or spec.describe(),
-        "family": spec.family,
-        "optimizer": spec.optimizer,
-        "base_lr": base_lr,
-        "lr": lr,
-        "train_loss": train_loss,
-        "val_loss": val_loss,
-        "step": step,
-        "horizon": spec.steps,
-        "diverged": diverged,
-    }
-
-
-def resolve_action_spec(
-    action_spec: ActionSpec | None,
-    interval: int | None = None,
-    max_multiplier: float | None = None,
-    lr_band: tuple[float, float] | None = None,
-) -> ActionSpec:
-    """`action_spec` (default `ActionSpec()`) with the fields given here overriding its own."""
-    spec = action_spec or ActionSpec()
-    overrides = {
-        k: v
-        for k, v in {
-            "interval": interval,
-            "max_multiplier": max_multiplier,
-            "lr_band": None if lr_band is None else tuple(map(float, lr_band)),
-        }.items()
-        if v is not None
-    }
-    return replace(spec, **overrides) if overrides else spec
-
-
-def spec_family(suite: Suite, spec: RunSpec) -> TaskFamily:
-    """The family that builds `spec`: the suite's (with its configuration) if it has it, else
-    the family of that name with default ranges."""
-    if spec.family in suite.family_names:
-        return suite.family(spec.family)
-    if spec.family not in FAMILIES:
-        raise ValueError(
-            f"spec.family {spec.family!r} is unknown; choose one of: {', '.join(FAMILIES)}"
-        )
-    return FAMILIES[spec.family]()
-
-
-class TaskCache:
-    """Built tasks with their validation subsets, shared by the episodes of an env.
-
-    A build depends only on the family, architecture and batch size (the seed, optimizer and LR
-    act in the training loop), so tasks are cached by those, the `size` most recent kept.
-    Validation splits larger than `max_val_examples` are replaced by a fixed subset of that
-    size, drawn once per task with `VAL_SUBSET_SEED`."""
-
-    def __init__(
-        self, max_val_examples: int | None, device: torch.device, size: int = _TASK_CACHE_SIZE
-    ) -> None:
-        self.max_val_examples, self.device, self.size = max_val_examples, device, size
-        self._tasks: OrderedDict[tuple, Task] = OrderedDict()
-
-    def get(self, family: TaskFamily, spec: RunSpec) -> Task:
-        """The task for `spec` (named by it), with its validation subset."""
-        key = (family.name, spec.batch_size, tuple(sorted(spec.arch.items())))
-        task = self._tasks.get(key)
-        if task is None:
-            task = family.build(spec).to(self.device)  # data moves to the device once
-            n = self.max_val_examples
-            if n is not None and len(task.val) > n:
-                gen = torch.Generator().manual_seed(VAL_SUBSET_SEED)
-                idx = torch.randperm(len(task.val), generator=gen)[:n].sort().values
-                idx = idx.to(task.val.x.device)
-                task = replace(task, val=Split(task.val.x[idx], task.val.y[idx]))
-            self._tasks[key] = task
-            if len(self._tasks) > self.size:
-                self._tasks.popitem(last=False)
-        else:
-            self._tasks.move_to_end(key)
-        return replace(task, name=spec.describe())
+__all__ = ["DIVERGENCE_RETURN", "REWARD_BOUND", "LRControlEnv"]
 
 
 class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -140,7 +41,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     base LR, horizon T, seed) from a task suite (`envs/train.toml` by default), builds a fresh
     model and optimizer, and trains it. Every K inner steps the agent picks a bounded
     log-multiplier for the learning rate, which is written to every param group. Observations
-    are the scale-free features of `lrctl.features` (DESIGN rule 3), computed by the same
+    are the scale-free features of `lrctl.features`, computed by the same
     `FeatureTracker` the runtime `LRController` uses, so a policy trained here reads the same
     inputs in a user's loop.
 
@@ -153,7 +54,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Observation Space
 
     `Box(-10, 10, (13,), float32)`, the features of the block of K steps just run
-    (`lrctl.features.FEATURE_NAMES`, version 1). "loss" of a block is the mean of its per-step
+    (`lrctl.features.FEATURE_NAMES`, features version 2). "loss" of a block is the mean of its per-step
     log training losses.
 
     {observation_table}
@@ -164,7 +65,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     the reward) and l = clip(log V, log V_0 - B, log V_0 + B), B = 7 (`REWARD_BOUND`):
     r_t = l_{t-1} - l_t. The return telescopes to log V_0 - l_T, in [-B, B]. On divergence the
     last reward is chosen so that the episode's return is exactly -(B + 1)
-    (`DIVERGENCE_RETURN`), below any normal return.
+    (`DIVERGENCE_RETURN`), below any normal return. These rules are `lrctl.episodes.Episodes`.
 
     ## Starting State
 
@@ -177,8 +78,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
     The episode ends if either happens:
 
-    1. Termination: the run diverged: a non-finite training loss in the block, any non-finite
-       parameter element (a single NaN counts), or a non-finite validation loss. The returned
+    1. Termination: the run diverged (decided by `lrctl.runs.Runs`): a non-finite training loss
+       or gradient norm in the block, any non-finite parameter element (a single NaN counts),
+       or a non-finite validation loss. The returned
        observation is still finite and inside the space; `info["diverged"]` is True. If the
        first block (at reset) already diverged, the first `step` terminates without training.
     2. Truncation: the horizon T of the run spec is reached (the last block may be shorter
@@ -190,7 +92,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     import gymnasium as gym
     import lrctl
 
-    env = gym.make("lrctl/LRControl-v0", suite="train", interval=10, max_multiplier=2.0)
+    env = gym.make("lrctl/LRControl-v1", suite="train", interval=10, max_multiplier=2.0)
     obs, info = env.reset(seed=0, options={"family": "digits_mlp"})
     ```
 
@@ -226,9 +128,10 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Version History
 
-    - v0: first version (features v1, K = 10, m_max = 2, band [1e-3, 30], B = 7); with
-      features v2 the gradient norms of the last G = `action_spec.grad_norm_steps` steps of
-      each block only (default 2). `per_group=True`: layer-wise control (evaluation only).
+    - v1: features v2: the gradient norms of the last G = `action_spec.grad_norm_steps` steps
+      of each block only (default 2). `per_group=True`: layer-wise control (evaluation only).
+    - v0: first version (features v1, K = 10, m_max = 2, band [1e-3, 30], B = 7). Making
+      `lrctl/LRControl-v0` now raises an error that points to v1.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention
@@ -263,14 +166,16 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self._tasks = TaskCache(max_val_examples, self.device)
         self.family: TaskFamily | None = None
         self.run_spec: RunSpec | None = None
-        self.run: InnerRun | None = None
+        self.runs: Runs | None = None
         self.tracker = FeatureTracker(1)
-        self._log_v0 = 0.0
-        self._log_v = 0.0  # clipped log validation loss at the last decision
-        self._return = 0.0
-        self._diverged = False
+        self.episode = Episodes(1)
         self._done = True
         self._obs = np.zeros(OBS_DIM, np.float32)
+
+    @property
+    def run(self):
+        """The episode's inner run (`lrctl.inner_run.InnerRun`), None before the first reset."""
+        return None if self.runs is None else self.runs.run
 
     # --- episode -------------------------------------------------------------------------
 
@@ -286,7 +191,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             )
         self.run_spec = spec
         task = self._task(self.family, spec)
-        self.run = InnerRun(
+        self.runs = Runs.single(
             task, spec.optimizer, spec.base_lr, capacity=spec.steps, seed=spec.seed,
             device=self.device, param_groups="layer" if self.per_group else "single",
         )  # fmt: skip
@@ -297,44 +202,36 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             self.observation_space = spaces.Box(-CLIP, CLIP, (n, OBS_DIM), np.float32)
         else:
             self.tracker.reset()
-        self._return = 0.0
         self._done = False
         # The first block runs at the base LR, as in the runtime controller.
-        obs, train_loss, val_loss, diverged = self._block()
-        self._diverged = diverged
-        self._log_v0 = log_loss(val_loss) if not diverged else 0.0
-        self._log_v = self._log_v0
+        obs, block = self._block()
+        self.episode.start([0], [spec.steps], block.lengths, block.val_loss, block.diverged)
         self._obs = obs
-        return obs, self._info(train_loss, val_loss)
+        return obs, self._info(block)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if self.run is None or self.run_spec is None or self._done:
+        if self.runs is None or self.run_spec is None or self._done:
             raise RuntimeError("the episode is over (or never started); call reset() first")
-        if self._diverged:  # the first block, at reset, already diverged
+        if self.episode.dead[0]:  # the first block, at reset, already diverged: no training
+            reward, _, _ = self.episode.step(
+                np.zeros(1, np.int64), np.full(1, np.inf), np.ones(1, bool)
+            )
             self._done = True
-            reward = DIVERGENCE_RETURN - self._return
-            self._return = DIVERGENCE_RETURN
-            return self._obs.copy(), float(reward), True, False, self._info(math.nan, math.inf)
-
+            return self._obs.copy(), float(reward[0]), True, False, self._info(None)
         run = self.run
         if self.per_group:
             run.set_lr(self._group_lrs(action))
         else:
             a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
             run.set_lr(self.action_spec.next_lr(run.lr, run.base_lr, a))
-        obs, train_loss, val_loss, diverged = self._block()
+        obs, block = self._block()
         self._obs = obs
-        if diverged:
-            self._diverged = True
-            reward = DIVERGENCE_RETURN - self._return
-        else:
-            log_v = clipped_log_loss(val_loss, self._log_v0)
-            reward = self._log_v - log_v
-            self._log_v = log_v
-        self._return += reward
-        truncated = not diverged and run.t >= self.run_spec.steps
-        self._done = diverged or truncated
-        return obs, float(reward), diverged, truncated, self._info(train_loss, val_loss)
+        reward, terminated, truncated = self.episode.step(
+            block.lengths, block.val_loss, block.diverged
+        )
+        self._done = bool(terminated[0] or truncated[0])
+        info = self._info(block)
+        return obs, float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
     # --- internals -----------------------------------------------------------------------
 
@@ -355,34 +252,27 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             for g, ai in zip(groups, a, strict=True)
         ]
 
-    def _block(self) -> tuple[np.ndarray, float, float, bool]:
-        """Run K steps at the current LR; return (observation, block train loss, val loss,
-        diverged). One host read for the block's stats, one for the validation loss."""
-        run, spec = self.run, self.run_spec
-        assert run is not None and spec is not None
-        start = run.t
-        losses, gnorms = run.advance(
-            self.action_spec.interval, grad_norm_steps=self.action_spec.grad_norm_steps
-        )
-        diverged = run.check_block(start)
+    def _block(self):
+        """Run K steps at the current LR through the core (`Runs.run_block`: one host read,
+        divergence, validation) and return (observation, block)."""
+        runs, spec = self.runs, self.run_spec
+        assert runs is not None and spec is not None
+        run = runs.run
+        g_steps = self.action_spec.grad_norm_steps
+        block = runs.run_block(self.action_spec.interval, grad_norm_steps=g_steps)
+        length = int(block.lengths[0])
         if self.per_group:  # the one loss for every group; each group's own gradient norms
-            gnorms = run.group_grad_norms(run.t - len(gnorms), run.t)
-            losses = losses.expand(len(run.group_sizes), -1)
-            ratios = [math.log(g["lr"] / run.base_lr) for g in run.optimizer.param_groups]
+            g = min(g_steps, length)
+            gnorms = run.group_grad_norms(run.t - g, run.t)
+            losses = torch.from_numpy(block.losses[:, :length]).expand(len(run.group_sizes), -1)
+            block_losses, block_gnorms = read_block(losses, gnorms)
+            ratios = [math.log(pg["lr"] / run.base_lr) for pg in run.optimizer.param_groups]
             log_lr_ratio = ratios[0] if len(ratios) == 1 else ratios  # as the controller's
         else:
+            block_losses, block_gnorms = block.observed(np.array([0]), g_steps)
             log_lr_ratio = math.log(run.lr / run.base_lr)
-        block_losses, block_gnorms = read_block(losses, gnorms)  # the block's one host read
         obs = self.tracker.update(block_losses, block_gnorms, log_lr_ratio, run.t / spec.steps)
-        obs = obs if self.per_group else obs[0]
-        train_loss = float(block_losses[0].mean())
-        if diverged:
-            return obs, train_loss, math.inf, True
-        val_loss, _ = run.evaluate("val", accuracy=False)
-        if not math.isfinite(val_loss):
-            run.diverged_at = run.t - 1
-            return obs, train_loss, val_loss, True
-        return obs, train_loss, val_loss, False
+        return (obs if self.per_group else obs[0]), block
 
     def _draw(self, options: dict) -> tuple[TaskFamily, RunSpec]:
         unknown = sorted(set(options) - {"spec", "family"})
@@ -406,10 +296,17 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         """The task for `spec`, with its validation subset (`TaskCache`)."""
         return self._tasks.get(family, spec)
 
-    def _info(self, train_loss: float, val_loss: float) -> dict:
+    def _info(self, block) -> dict:
+        """`info` after a block (None: a dead episode's last step, which trains nothing)."""
         run, spec = self.run, self.run_spec
         assert run is not None and spec is not None
-        info = step_info(spec, run.base_lr, run.lr, train_loss, val_loss, run.t, self._diverged)
+        train_loss, val_loss = (
+            (math.nan, math.inf) if block is None else (block.train_loss()[0], block.val_loss[0])
+        )
+        info = step_info(
+            spec, run.base_lr, run.lr, float(train_loss), float(val_loss),
+            int(self.episode.t[0]), bool(self.episode.dead[0] or (block is not None and block.diverged[0])),
+        )  # fmt: skip
         if self.per_group:
             info["lrs"] = [float(g["lr"]) for g in run.optimizer.param_groups]
         return info

@@ -1,15 +1,16 @@
 """The observation: scale-free features of a training run's recent loss and gradient norms.
 
-This is the one feature implementation (DESIGN rule 1): the Gymnasium env and the runtime
-`LRController` both call `FeatureTracker.update`. It imports torch and numpy only (rule 2) and
-works on blocks of K steps for N runs at once (shape [N, K]; N = 1 for a single run). Per step,
+This is the one feature implementation (ARCHITECTURE.md, Rules: one observation function): the
+Gymnasium env and the runtime `LRController` both call `FeatureTracker.update`. It imports torch
+and numpy only (the runtime stands alone) and works on blocks of K steps for N runs at once
+(shape [N, K]; N = 1 for a single run). Per step,
 callers only write the loss and gradient norm into buffers on the tensors' device; once per
 decision they read the block to the host (`read_block`, the one sync) and `update` turns it
 into an [N, D] float32 array. The per-decision arithmetic runs in numpy float64 on purpose: on
 arrays this small, numpy's per-operation cost is a fraction of torch's dispatch, which made
 the env's decisions 3x cheaper.
 
-Every feature is scale-free (rule 3): log-ratios of the run's own losses and gradient norms,
+Every feature is scale-free: log-ratios of the run's own losses and gradient norms,
 their spread, log(lr / base lr) and progress. All are clipped to [-CLIP, CLIP]; non-finite
 inputs never produce non-finite features.
 
@@ -86,16 +87,6 @@ def observation_table(indent: str = "") -> str:
     docstrings to show (the env's Observation Space) without a second copy."""
     rows = [line for line in (__doc__ or "").splitlines() if line.startswith("|")]
     return f"\n{indent}".join(rows)
-
-
-def global_grad_norm(grads: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
-    """Global L2 norm of a list of gradients as a 0-d tensor on their device (no host sync).
-
-    The same ops, hence the same number, as `torch.nn.utils.clip_grad_norm_` for gradients on
-    one device: per-tensor norms (`torch._foreach_norm`), then the norm of their stack (and
-    available on every torch this package supports). `out` (0-d) receives the result.
-    """
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0, out=out)
 
 
 def read_block(losses: torch.Tensor, grad_norms: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -32,6 +32,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lrctl.functional_optim import BatchedOptimizer
+from lrctl.grad_norms import row_norms
 from lrctl.tasks.base import Task
 
 
@@ -355,8 +356,8 @@ class Population:
         y = train.y.index_select(0, flat).view(*idx.shape, *train.y.shape[1:])
         losses = self.model.train_step(self.params, self.buffers, x, y, self._grads)
         if gnorm_out is not None:
-            # Each member's global gradient norm: sqrt of the sum over all its parameters.
-            torch.linalg.vector_norm(self._flat_grad, 2.0, dim=1, out=gnorm_out)
+            # Each member's global gradient norm: the flat-buffer fast path of lrctl.grad_norms.
+            row_norms(self._flat_grad, out=gnorm_out)
         loss_out.copy_(losses)
         self.optimizer.step([self._flat_grad])
 

@@ -1,295 +1,21 @@
-"""The inner training loop: a task under an optimizer and an LR policy, with its history.
+"""`train()`: one whole inner run under an LR policy, with its history (baselines, the bench).
 
-`InnerRun` is the one implementation of "train this task for n more steps while recording
-loss, gradient norm and LR". `train()` drives it for a whole run (baselines, benchmark); the
-Gymnasium env drives it K steps per decision. Per-step statistics are written into
-preallocated tensors on the task's device and read back in blocks, so the loop never calls
-`.item()` per step (one host read per block, where the divergence check happens too).
+A thin driver of `lrctl.runs.Runs`: blocks of `val_every` steps, each read, checked, validated
+and recorded by the core; `ReduceLROnPlateau` is stepped here with each validation loss.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
-import numpy as np
-import pandas as pd
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from lrctl.features import global_grad_norm
-from lrctl.optimizers import evaluation_mode, make_optimizer
-from lrctl.param_groups import ParamGrouping, check_grouping, group_grad_norms, layer_param_groups
-from lrctl.tasks.base import Split, Task
+from lrctl.param_groups import ParamGrouping
+from lrctl.runs import History, Runs
+from lrctl.tasks.base import Task
 
-
-@runtime_checkable
-class LossDrivenPolicy(Protocol):
-    """An LR policy stepped with the training loss (lrctl's controller, scripted policies)."""
-
-    step_takes_loss: bool
-
-    def step(self, loss: torch.Tensor) -> None: ...
-
-
-def _policy_stepper(policy: object | None) -> Callable[[torch.Tensor], None] | None:
-    """How `InnerRun` steps a policy after each optimizer step (resolved once per block)."""
-    if policy is None or isinstance(policy, ReduceLROnPlateau):
-        return None  # ReduceLROnPlateau is stepped with the validation loss, by train()
-    if isinstance(policy, LossDrivenPolicy):
-        return policy.step
-    step = policy.step  # a torch LRScheduler
-    return lambda _loss: step()
-
-
-def grad_norm(params: list[torch.nn.Parameter], out: torch.Tensor | None = None) -> torch.Tensor:
-    """Global L2 norm of the parameters' current gradients (`features.global_grad_norm`);
-    0 when no parameter has a gradient."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        zero = torch.zeros((), device=params[0].device)
-        return zero if out is None else out.copy_(zero)
-    return global_grad_norm(grads, out)
-
-
-def params_finite(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """0-d bool tensor: every element of every parameter is finite (one NaN is enough to fail).
-
-    One foreach norm per parameter: a tensor's L2 norm is NaN or inf exactly when one of its
-    elements is (or when finite values overflow float32, which is divergence too)."""
-    return torch.isfinite(torch.stack(torch._foreach_norm(params, 2.0))).all()
-
-
-class _BatchStream:
-    """Shuffled minibatches, epoch after epoch, from a seeded generator on the CPU."""
-
-    def __init__(self, split: Split, batch_size: int, seed: int) -> None:
-        self.split = split
-        self.batch_size = min(batch_size, len(split))
-        self.gen = torch.Generator().manual_seed(seed)
-        self.batches: list[torch.Tensor] = []
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.batches:
-            perm = torch.randperm(len(self.split), generator=self.gen)
-            n_full = len(perm) // self.batch_size
-            perm = perm[: n_full * self.batch_size].to(self.split.x.device)
-            self.batches = list(perm.view(n_full, self.batch_size).unbind(0))[::-1]
-        idx = self.batches.pop()
-        # index_select: the same rows as split.x[idx], with less per-call overhead.
-        return self.split.x.index_select(0, idx), self.split.y.index_select(0, idx)
-
-
-class InnerRun:
-    """A live inner training run: fresh model, optimizer, batch stream and stat buffers.
-
-    `seed` fixes initialisation and batch order. `capacity` bounds the number of steps recorded
-    (the run's horizon). `param_groups="layer"` gives the optimizer one param group per layer
-    (`lrctl.param_groups.layer_param_groups`), all at `lr`, and records per-parameter gradient
-    norms on the steps that read them, for per-group norms (`group_grad_norms`).
-    """
-
-    def __init__(
-        self,
-        task: Task,
-        optimizer: str,
-        lr: float,
-        capacity: int,
-        seed: int,
-        device: torch.device | str = "cpu",
-        param_groups: ParamGrouping = "single",
-    ) -> None:
-        check_grouping(param_groups)
-        self.device = torch.device(device)
-        self.task = task if device == "cpu" else task.to(self.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.model = task.model_fn().to(self.device)
-        groups = layer_param_groups(self.model) if param_groups == "layer" else None
-        if groups is None:
-            self.params = [p for p in self.model.parameters() if p.requires_grad]
-        else:  # in group order, which per-parameter norms follow
-            self.params = [p for g in groups for p in g["params"]]
-        self.optimizer = make_optimizer(optimizer, groups or self.params, lr)
-        self.group_sizes = [len(g["params"]) for g in self.optimizer.param_groups]
-        self.base_lr = float(lr)
-        self.batches = _BatchStream(self.task.train, task.batch_size, seed)
-        self.capacity = int(capacity)
-        self.loss_buf = torch.empty(self.capacity, device=self.device)
-        self.gnorm_buf = torch.zeros(self.capacity, device=self.device)  # 0 where not read
-        # Hot-path helpers: per-step 0-d views of the buffers (written with `out=`/`copy_`,
-        # cheaper than `buf[t] = x`) and a scratch vector for the per-tensor gradient norms.
-        self._loss_at = self.loss_buf.unbind()
-        self._gnorm_at = self.gnorm_buf.unbind()
-        self._norms = torch.empty(len(self.params), device=self.device)
-        # Per-layer groups: every read step's per-parameter norms, a row per step.
-        self.param_norm_buf = (
-            torch.zeros(self.capacity, len(self.params), device=self.device) if groups else None
-        )
-        self._param_norms_at = None if groups is None else self.param_norm_buf.unbind()
-        self._fast_norm = all(
-            p.dtype == self._norms.dtype and p.device == self.device for p in self.params
-        )
-        self.lrs: list[float] = []
-        self.t = 0
-        self.diverged_at: int | None = None
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def set_lr(self, lr: float | Sequence[float]) -> None:
-        """Write `lr` into every param group (a sequence: one LR per group, in order)."""
-        groups = self.optimizer.param_groups
-        lrs = [float(lr)] * len(groups) if np.ndim(lr) == 0 else [float(v) for v in lr]
-        for group, value in zip(groups, lrs, strict=True):
-            group["lr"] = value
-
-    def step(self, policy: object | None = None) -> torch.Tensor:
-        """One optimizer step on the next minibatch; returns the (detached) training loss."""
-        loss = self._step()
-        stepper = _policy_stepper(policy)
-        if stepper is not None:
-            stepper(loss)
-        return loss
-
-    def _step(self, read_grad_norm: bool = True) -> torch.Tensor:
-        t = self.t
-        x, y = self.batches.next()
-        for p in self.params:  # optimizer.zero_grad(set_to_none=True), without its overhead
-            p.grad = None
-        loss = self.task.loss_fn(self.model(x), y)
-        loss.backward()
-        grads = [p.grad for p in self.params if p.grad is not None] if read_grad_norm else None
-        if grads is None:
-            pass  # this step's gradient norm is not read (its buffer entry stays 0)
-        elif self._fast_norm and len(grads) == len(self.params):
-            # grad_norm()'s ops, into preallocated memory: per-tensor norms, then their norm.
-            norms = self._norms if self._param_norms_at is None else self._param_norms_at[t]
-            torch.stack(torch._foreach_norm(grads, 2.0), out=norms)
-            torch.linalg.vector_norm(norms, 2.0, out=self._gnorm_at[t])
-        else:  # some parameter got no gradient this step, or other dtypes than the buffers'
-            self._gnorm_at[t].copy_(grad_norm(self.params))
-            if self._param_norms_at is not None:
-                zero = torch.zeros((), device=self.device)
-                norms = [zero if p.grad is None else p.grad.norm() for p in self.params]
-                self._param_norms_at[t].copy_(torch.stack(norms))
-        self.lrs.append(self.optimizer.param_groups[0]["lr"])
-        self.optimizer.step()
-        loss = loss.detach()
-        self._loss_at[t].copy_(loss)
-        self.t = t + 1
-        return loss
-
-    def advance(
-        self, n: int, policy: object | None = None, grad_norm_steps: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run up to `n` steps (never past capacity); return this block's losses and gradient
-        norms as on-device views (no host sync). With `grad_norm_steps` = G, only the block's
-        last G steps read their gradient norm and only those G norms are returned (the
-        controller's observation, `ActionSpec.grad_norm_steps`); None reads every step."""
-        start = self.t
-        stepper = _policy_stepper(policy)
-        m = min(n, self.capacity - self.t)
-        first_read = 0 if grad_norm_steps is None else max(m - grad_norm_steps, 0)
-        for i in range(m):
-            loss = self._step(i >= first_read)
-            if stepper is not None:
-                stepper(loss)
-        return self.loss_buf[start : self.t], self.gnorm_buf[start + first_read : self.t]
-
-    def state_dict(self) -> dict:
-        """Everything to continue this run elsewhere (model, optimizer, batch order, step) and
-        its recorded history so far (LR, train loss and gradient norm per step)."""
-        t = self.t
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.batches.gen.get_state(),
-            "batches": list(self.batches.batches),
-            "t": t,
-            "lrs": torch.tensor(self.lrs, dtype=torch.float64),
-            "train_loss": self.loss_buf[:t].clone(),
-            "grad_norm": self.gnorm_buf[:t].clone(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue a `state_dict()` in this run (same task, optimizer kind and capacity)."""
-        t = int(state["t"])
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.gen.set_state(state["generator"])
-        self.batches.batches = list(state["batches"])
-        self.t = t
-        self.lrs = [float(v) for v in state["lrs"]]
-        self.loss_buf[:t] = state["train_loss"]
-        self.gnorm_buf[:t] = state["grad_norm"]
-
-    def group_grad_norms(self, start: int, stop: int) -> torch.Tensor:
-        """Each param group's gradient norm on steps [start, stop) (0 on steps that did not
-        read it), [n_groups, stop - start], on the device; needs `param_groups="layer"`."""
-        if self.param_norm_buf is None:
-            raise ValueError("per-group gradient norms need InnerRun(param_groups='layer')")
-        return group_grad_norms(self.param_norm_buf[start:stop], self.group_sizes)
-
-    def check_block(self, start: int) -> bool:
-        """Read steps [start, t) once: if any loss, gradient norm or parameter is non-finite,
-        record the divergence and return True.
-
-        `diverged_at` is the first step whose loss or gradient norm is not finite (an infinite
-        gradient is where the run breaks, even if that step's loss was still finite), else the
-        block's last step (only the parameters went bad, in that step's update).
-        """
-        stats = torch.stack((self.loss_buf[start : self.t], self.gnorm_buf[start : self.t]))
-        finite = torch.isfinite(stats).all(0)
-        if bool(finite.all() & params_finite(self.params)):
-            return False
-        bad = (~finite).nonzero()
-        self.diverged_at = start + int(bad[0]) if len(bad) else self.t - 1
-        return True
-
-    @torch.no_grad()
-    def evaluate(self, split: str = "val", accuracy: bool = True) -> tuple[float, float]:
-        """(mean loss, accuracy) on a split; accuracy is NaN for non-classification tasks and
-        when not asked for (the env's reward needs the loss only). A schedule-free optimizer
-        is switched to its evaluation weights for it, and back to training."""
-        data: Split = getattr(self.task, split)
-        was_training = self.model.training
-        self.model.eval()
-        with evaluation_mode(self.optimizer):
-            out = self.model(data.x)
-        loss = float(self.task.loss_fn(out, data.y))
-        acc = math.nan
-        if accuracy and self.task.classification:
-            pred = out.argmax(-1)
-            target = data.y if pred.shape == data.y.shape else data.y[:, -1]
-            acc = float((pred == target).float().mean())
-        self.model.train(was_training)
-        return loss, acc
-
-
-@dataclass
-class History:
-    """What one run recorded.
-
-    `steps`: one row per optimizer step (step, train_loss, grad_norm, lr). `evals`: one row per
-    validation (step, val_loss, val_accuracy). On divergence, `steps` ends at the divergence
-    step `diverged_at` (the first step whose loss or gradient norm is not finite): it is the
-    only row that may hold a non-finite value.
-    """
-
-    steps: pd.DataFrame
-    evals: pd.DataFrame
-    diverged: bool
-    diverged_at: int | None
-    wall_time: float
-    final_val_loss: float
-    final_val_accuracy: float
-    test_loss: float
-    test_accuracy: float
+__all__ = ["History", "train"]
 
 
 def train(
@@ -317,46 +43,13 @@ def train(
     if val_every <= 0:
         raise ValueError(f"val_every must be positive, got {val_every}")
     start_time = time.perf_counter()
-    run = InnerRun(task, optimizer, lr, steps, seed, device, param_groups)
-    policy = policy_fn(run.optimizer) if callable(policy_fn) else None
-    evals: list[tuple[int, float, float]] = [(0, *run.evaluate("val"))]
-    diverged = False
-    while run.t < steps and not diverged:
-        start = run.t
-        run.advance(val_every, policy)
-        diverged = run.check_block(start)
-        if not diverged:
-            val_loss, val_acc = run.evaluate("val")
-            if not math.isfinite(val_loss):
-                diverged, run.diverged_at = True, run.t - 1
-            else:
-                evals.append((run.t, val_loss, val_acc))
-                if isinstance(policy, ReduceLROnPlateau):
-                    policy.step(val_loss)
-    n = run.diverged_at + 1 if diverged else run.t
-    step_frame = pd.DataFrame(
-        {
-            "step": np.arange(n),
-            "train_loss": run.loss_buf[:n].cpu().numpy(),
-            "grad_norm": run.gnorm_buf[:n].cpu().numpy(),
-            "lr": np.asarray(run.lrs[:n], dtype=np.float64),
-        }
-    )
-    eval_frame = pd.DataFrame(evals, columns=["step", "val_loss", "val_accuracy"])
-    if diverged:
-        final = (math.inf, 0.0 if task.classification else math.nan)
-        test = final
-    else:
-        final = evals[-1][1:]
-        test = run.evaluate("test") if evaluate_test else (math.nan, math.nan)
-    return History(
-        steps=step_frame,
-        evals=eval_frame,
-        diverged=diverged,
-        diverged_at=run.diverged_at if diverged else None,
-        wall_time=time.perf_counter() - start_time,
-        final_val_loss=float(final[0]),
-        final_val_accuracy=float(final[1]),
-        test_loss=float(test[0]),
-        test_accuracy=float(test[1]),
-    )
+    runs = Runs.single(task, optimizer, lr, steps, seed, device, param_groups)
+    policy = policy_fn(runs.run.optimizer) if callable(policy_fn) else None
+    runs.validate_start()
+    while runs.t[0] < steps:
+        block = runs.run_block(val_every, policy=policy, accuracy=True)
+        if block.diverged[0]:
+            break
+        if isinstance(policy, ReduceLROnPlateau):
+            policy.step(float(block.val_loss[0]))
+    return runs.history(time.perf_counter() - start_time, evaluate_test)

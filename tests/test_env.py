@@ -1,4 +1,4 @@
-"""LRControl-v0: API conformance, determinism, reward bookkeeping, divergence, actions."""
+"""LRControl-v1: API conformance, determinism, reward bookkeeping, divergence, actions."""
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def test_info_keys_and_first_observation(env: LRControlEnv) -> None:
 def test_first_observation_is_what_the_controller_sees(env: LRControlEnv) -> None:
     """reset = K steps at the base LR, then FeatureTracker(1).update on that block (also when
     the env's tracker has seen an episode before)."""
-    from lrctl.training import InnerRun
+    from lrctl.inner_run import InnerRun
 
     spec = digits_spec()
     rollout(env, make_policy("always_up"), options={"spec": digits_spec(base_lr=0.015)})
@@ -180,10 +180,10 @@ def test_first_observation_is_what_the_controller_sees(env: LRControlEnv) -> Non
 def test_observations_match_the_runtime_controller(
     env: LRControlEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """DESIGN rule 1: over a whole run at a constant LR, the env's observations are the
+    """One observation function: over a whole run at a constant LR, the env's observations are the
     features `LRController` computes in a plain loop on the same run."""
     from lrctl.controller import LRController
-    from lrctl.training import InnerRun
+    from lrctl.inner_run import InnerRun
     from tests.helpers import constant_policy
 
     spec = digits_spec(steps=60)

@@ -1,4 +1,4 @@
-"""Layer-wise control (issue #7): per-layer param groups, per-group decisions in
+"""Layer-wise control: per-layer param groups, per-group decisions in
 `LRController` and in the env, and the benchmark methods that use them."""
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from lrctl.controller import LRController
 from lrctl.controller_file import ControllerWeights
 from lrctl.env import LRControlEnv
 from lrctl.features import FEATURE_NAMES, OBS_DIM, FeatureTracker
-from lrctl.param_groups import group_grad_norms, layer_param_groups
+from lrctl.grad_norms import combine
+from lrctl.param_groups import layer_param_groups
 from lrctl.policies import make_policy, rollout
 from lrctl.tasks import FAMILIES, RunSpec
-from lrctl.training import InnerRun, train
+from lrctl.inner_run import InnerRun
+from lrctl.training import train
 from tests.helpers import constant_policy, random_policy, tiny_regression
 
 SPEC = ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.01, 100.0), grad_norm_steps=2)
@@ -124,14 +126,14 @@ def test_group_grad_norms_match_clip_grad_norm_per_group() -> None:
     nn.functional.mse_loss(model(x), y).backward()
     groups = layer_param_groups(model)
     norms = torch.stack(torch._foreach_norm([p.grad for p in model.parameters()], 2.0))
-    per_group = group_grad_norms(norms[None], [len(g["params"]) for g in groups])
+    per_group = combine(norms[None], [len(g["params"]) for g in groups])
     assert per_group.shape == (2, 1)
     for g, value in zip(groups, per_group[:, 0], strict=True):
         expected = nn.utils.clip_grad_norm_(g["params"], math.inf)
         assert float(value) == pytest.approx(float(expected), rel=1e-6)
     # One group: the global norm, bit for bit (the controller's global-mode ops).
     glob = torch.linalg.vector_norm(norms[None], 2.0, dim=1)
-    assert torch.equal(group_grad_norms(norms[None], [len(norms)])[0], glob)
+    assert torch.equal(combine(norms[None], [len(norms)])[0], glob)
 
 
 # --- LRController --------------------------------------------------------------------------
@@ -312,7 +314,7 @@ def test_env_per_group_spaces_and_actions() -> None:
 def test_env_per_group_observations_match_the_controller(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """(c) DESIGN rule 1, per group: the env's per-group observations are the features
+    """(c) One observation function, per group: the env's per-group observations are the features
     `LRController(per_group=True)` computes for each group on the same run."""
     env = LRControlEnv("train", per_group=True)
     spec = digits_spec()

@@ -23,7 +23,8 @@ from lrctl.optimizers import (
     make_optimizer,
 )
 from lrctl.tasks import FAMILIES, FamilyConfig, SuiteError, load_suite
-from lrctl.training import InnerRun, train
+from lrctl.inner_run import InnerRun
+from lrctl.training import train
 
 LR_FREE = {
     "schedulefree_adamw": schedulefree.AdamWScheduleFree,

@@ -39,7 +39,8 @@ from lrctl.bench.tuners import PBTTuner, make_tuner
 from lrctl.cli import main
 from lrctl.tasks import load_suite
 from lrctl.tasks.base import Split, Task
-from lrctl.training import InnerRun, train
+from lrctl.inner_run import InnerRun
+from lrctl.training import train
 from tests.helpers import tiny_regression
 
 SUITE = """\

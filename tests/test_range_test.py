@@ -21,7 +21,8 @@ from lrctl.range_test import (
     suggest_lr,
 )
 from lrctl.tasks import FAMILIES, RunSpec, Split, Task, load_suite
-from lrctl.training import InnerRun, train
+from lrctl.inner_run import InnerRun
+from lrctl.training import train
 from tests.helpers import tiny_regression
 
 # --- the schedule and the loop --------------------------------------------------------------

@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from lrctl.baselines import baseline_policy
+from lrctl.grad_norms import grad_norm
+from lrctl.inner_run import InnerRun, params_finite
 from lrctl.optimizers import make_optimizer
+from lrctl.runs import Runs
 from lrctl.tasks import FAMILIES, Task
-from lrctl.training import InnerRun, grad_norm, params_finite, train
+from lrctl.training import train
 
 DIGITS = FAMILIES["digits_mlp"]()
 DIGITS_TASK = DIGITS.build(DIGITS.spec("sgd", width=32, depth=1, batch_size=32))
@@ -45,49 +48,83 @@ def test_divergence_step_is_the_first_nonfinite_step() -> None:
     assert losses[0] == pytest.approx(math.log(10), rel=0.05)  # a fresh 10-class classifier
     assert (np.diff(np.log10(losses[:4])) > 5).all()
     assert math.isnan(losses[4])
-    # The recorded loop, run on without stopping, agrees on where the trouble starts.
-    run = InnerRun(DIGITS_TASK, "sgd", 1e6, capacity=8, seed=0)
-    run.advance(8)
-    assert torch.isfinite(run.loss_buf).tolist() == [True] * 4 + [False] * 4
-    assert run.check_block(0) is True and run.diverged_at == 4
+    # The core, run on without stopping within one block, agrees on where the trouble starts.
+    runs = Runs.single(DIGITS_TASK, "sgd", 1e6, capacity=8, seed=0)
+    block = runs.run_block(8)
+    assert torch.isfinite(runs.run.loss_buf).tolist() == [True] * 4 + [False] * 4
+    assert bool(block.diverged[0]) and runs.diverged_at[0] == 4
+    assert block.val_loss[0] == math.inf  # a diverged block is not validated
+    assert runs.evals == []
+
+
+def _corrupt_after_steps(monkeypatch: pytest.MonkeyPatch, runs: Runs, corrupt) -> None:
+    """Make `corrupt(run)` happen after the next block's steps, before the core reads them."""
+    advance = runs.run.advance
+
+    def advance_then_corrupt(*args, **kwargs):
+        out = advance(*args, **kwargs)
+        corrupt(runs.run)
+        return out
+
+    monkeypatch.setattr(runs.run, "advance", advance_then_corrupt)
 
 
 def test_one_nan_in_one_parameter_element_is_detected() -> None:
-    run = InnerRun(DIGITS_TASK, "sgd", 0.1, capacity=10, seed=0)
-    run.advance(3)
-    assert bool(params_finite(run.params))
-    assert run.check_block(0) is False
-    assert run.diverged_at is None
+    runs = Runs.single(DIGITS_TASK, "sgd", 0.1, capacity=10, seed=0)
+    block = runs.run_block(3)
+    assert bool(params_finite(runs.run.params))
+    assert not block.diverged[0] and runs.diverged_at[0] == -1
+    assert [e[0] for e in runs.evals] == [3]  # validated and recorded
     # One element of one parameter (not the first, not the last) goes bad.
     with torch.no_grad():
-        run.params[1].view(-1)[7] = math.nan
-    assert not bool(params_finite(run.params))
-    start = run.t
-    run.advance(2)
-    assert run.check_block(start) is True
+        runs.run.params[1].view(-1)[7] = math.nan
+    assert not bool(params_finite(runs.run.params))
+    block = runs.run_block(2)
+    assert bool(block.diverged[0])
     # This block's losses are already NaN (the bad weight feeds every output), so the first
     # bad step is the block's first.
-    assert run.diverged_at == start
+    assert runs.diverged_at[0] == 3
+    # A diverged run stays diverged: later blocks are neither validated nor recorded.
+    block = runs.run_block(2)
+    assert bool(block.diverged[0]) and runs.diverged_at[0] == 3 and len(runs.evals) == 1
 
 
-def test_nan_parameter_with_finite_losses_is_still_divergence() -> None:
-    run = InnerRun(DIGITS_TASK, "sgd", 0.1, capacity=10, seed=0)
-    run.advance(4)
-    with torch.no_grad():
-        run.params[-1].view(-1)[0] = math.inf  # after the block: its losses stay finite
-    assert bool(torch.isfinite(run.loss_buf[:4]).all())
-    assert run.check_block(0) is True
-    assert run.diverged_at == 3  # the block's last step, whose update broke the parameters
+def test_nan_parameter_with_finite_losses_is_still_divergence(monkeypatch) -> None:
+    runs = Runs.single(DIGITS_TASK, "sgd", 0.1, capacity=10, seed=0)
+
+    def break_a_weight(run: InnerRun) -> None:
+        with torch.no_grad():
+            run.params[-1].view(-1)[0] = math.inf  # after the block: its losses stay finite
+
+    _corrupt_after_steps(monkeypatch, runs, break_a_weight)
+    block = runs.run_block(4)
+    assert np.isfinite(block.losses).all()
+    assert bool(block.diverged[0])
+    assert runs.diverged_at[0] == 3  # the block's last step, whose update broke the parameters
 
 
 @pytest.mark.parametrize(("buffer", "position"), [("loss_buf", 2), ("gnorm_buf", 1)])
-def test_first_nonfinite_loss_or_gradient_norm_marks_divergence(buffer: str, position: int) -> None:
-    run = InnerRun(DIGITS_TASK, "sgd", 0.1, capacity=10, seed=0)
-    run.advance(5)
-    getattr(run, buffer)[position] = math.inf
-    getattr(run, buffer)[4] = math.nan
-    assert run.check_block(0) is True
-    assert run.diverged_at == position
+def test_first_nonfinite_loss_or_gradient_norm_marks_divergence(
+    monkeypatch, buffer: str, position: int
+) -> None:
+    runs = Runs.single(DIGITS_TASK, "sgd", 0.1, capacity=10, seed=0)
+
+    def corrupt(run: InnerRun) -> None:
+        getattr(run, buffer)[position] = math.inf
+        getattr(run, buffer)[4] = math.nan
+
+    _corrupt_after_steps(monkeypatch, runs, corrupt)
+    block = runs.run_block(5)
+    assert bool(block.diverged[0])
+    assert runs.diverged_at[0] == position
+
+
+def test_a_nonfinite_validation_loss_is_divergence_at_the_blocks_last_step(monkeypatch) -> None:
+    runs = Runs.single(DIGITS_TASK, "sgd", 0.1, capacity=10, seed=0)
+    monkeypatch.setattr(runs.run, "evaluate", lambda split, accuracy=True: (math.nan, 0.0))
+    block = runs.run_block(4)
+    assert bool(block.diverged[0]) and runs.diverged_at[0] == 3
+    assert math.isnan(block.val_loss[0])
 
 
 def _plain_loop(task: Task, optimizer: str, lr: float, steps: int, seed: int) -> dict:

@@ -48,11 +48,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from lrctl.bench.plan import RunConfig, ScheduleParams, run_spec
-from lrctl.training import History, InnerRun
+from lrctl.runs import History, Runs, make_history
 
 if TYPE_CHECKING:
     from lrctl.tasks import RunSpec, Task, TaskFamily
@@ -157,24 +156,6 @@ def member_task(job: MemberJob) -> Task:
     return replace(job.family.build(job.spec), test=None)  # type: ignore[arg-type]
 
 
-def member_state(run: InnerRun, evals: list[tuple[float, float, float]], diverged_at: int) -> dict:
-    """Everything to continue `run` elsewhere (`InnerRun.state_dict`: model, optimizer, batch
-    order, per-step history) and its lineage's validations and divergence step."""
-    return {
-        **run.state_dict(),
-        "evals": torch.tensor(evals, dtype=torch.float64).reshape(-1, 3),
-        "diverged_at": diverged_at,
-    }
-
-
-def load_member_state(run: InnerRun, state: Mapping[str, object]) -> tuple[list, int]:
-    """Continue `state` (a `member_state`) in `run`; returns its validations and divergence
-    step (-1: none)."""
-    run.load_state_dict(dict(state))
-    evals = [tuple(float(v) for v in row) for row in state["evals"]]  # type: ignore[attr-defined]
-    return evals, int(state["diverged_at"])  # type: ignore[call-overload]
-
-
 Report = Callable[[dict, dict], None]
 """`report(metrics, state)`: hand one result and the member's state to Tune."""
 
@@ -188,55 +169,36 @@ def train_member(
     to be replaced, and is still charged its steps)."""
     lr = job.reference_lr * float(config["lr_factor"])
     seed = job.seed + int(config["member"])
-    run = InnerRun(member_task(job), job.optimizer, lr, job.horizon, seed)
+    runs = Runs.single(member_task(job), job.optimizer, lr, job.horizon, seed)
     if state is None:
-        evals, diverged_at = [(0.0, *run.evaluate("val"))], -1
+        runs.validate_start()
     else:
-        evals, diverged_at = load_member_state(run, state)
-        run.set_lr(lr)  # the exploited member's state came with its donor's LR
-    while run.t < job.horizon:
-        start = run.t
-        run.advance(job.interval)
-        if diverged_at < 0 and run.check_block(start):
-            diverged_at = int(run.diverged_at)  # type: ignore[arg-type]
-        val_loss, val_acc = run.evaluate("val") if diverged_at < 0 else (math.inf, math.nan)
-        if not math.isfinite(val_loss):
-            diverged_at = run.t - 1 if diverged_at < 0 else diverged_at
-            val_loss = math.inf
-        else:
-            evals.append((float(run.t), val_loss, val_acc))
-        metrics = {"step": run.t, "val_loss": val_loss, "steps_trained": run.t - start}
-        report(metrics, member_state(run, evals, diverged_at))
+        runs.load_state_dict(dict(state))
+        runs.run.set_lr(lr)  # the exploited member's state came with its donor's LR
+    while runs.t[0] < job.horizon:
+        start = int(runs.t[0])
+        block = runs.run_block(job.interval, accuracy=True)
+        val_loss = math.inf if block.diverged[0] else float(block.val_loss[0])
+        step = int(runs.t[0])
+        metrics = {"step": step, "val_loss": val_loss, "steps_trained": step - start}
+        report(metrics, runs.state_dict())
 
 
-def lineage_history(state: Mapping[str, object], wall_time: float) -> History:
-    """The winner's history across its lineage, as a `lrctl.training.History` (its steps end at
-    the divergence step, as `train()`'s do; no test metrics)."""
+def lineage_history(
+    state: Mapping[str, object], wall_time: float, classification: bool = False
+) -> History:
+    """The winner's history across its lineage (a `Runs.state_dict`), as `lrctl.runs.History`
+    (its steps end at the divergence step, as `train()`'s do; no test metrics)."""
     diverged_at = int(state["diverged_at"])  # type: ignore[call-overload]
-    n = diverged_at + 1 if diverged_at >= 0 else int(state["t"])  # type: ignore[call-overload]
-    steps = pd.DataFrame(
-        {
-            "step": np.arange(n),
-            "train_loss": state["train_loss"][:n].numpy(),  # type: ignore[index]
-            "grad_norm": state["grad_norm"][:n].numpy(),  # type: ignore[index]
-            "lr": state["lrs"][:n].numpy(),  # type: ignore[index]
-        }
-    )
-    evals = pd.DataFrame(
-        state["evals"].numpy(),  # type: ignore[attr-defined]
-        columns=["step", "val_loss", "val_accuracy"],
-    )
-    final = evals.iloc[-1] if diverged_at < 0 else None
-    return History(
-        steps=steps,
-        evals=evals,
-        diverged=diverged_at >= 0,
-        diverged_at=diverged_at if diverged_at >= 0 else None,
-        wall_time=wall_time,
-        final_val_loss=float(final.val_loss) if final is not None else math.inf,
-        final_val_accuracy=float(final.val_accuracy) if final is not None else math.nan,
-        test_loss=math.nan,
-        test_accuracy=math.nan,
+    evals = [tuple(float(v) for v in row) for row in state["evals"]]  # type: ignore[attr-defined]
+    return make_history(
+        state["train_loss"].numpy(),  # type: ignore[attr-defined]
+        state["grad_norm"].numpy(),  # type: ignore[attr-defined]
+        state["lrs"].numpy(),  # type: ignore[attr-defined]
+        evals,
+        diverged_at if diverged_at >= 0 else None,
+        classification,
+        wall_time,
     )
 
 
@@ -410,7 +372,8 @@ def population_based_training(
         finally:
             if started:
                 ray.shutdown()
-    history = lineage_history(state, time.perf_counter() - start)
+    classification = member_task(job).classification
+    history = lineage_history(state, time.perf_counter() - start, classification)
     return PBTResult(
         history=history,
         lr_trajectory=tuple(float(v) for v in state["lrs"]),
