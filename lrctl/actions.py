@@ -1,7 +1,26 @@
-"""The action: a bounded log-multiplier on the learning rate (DESIGN rule 4).
+"""The action: a bounded log-multiplier on the learning rate.
 
 One definition, used by the env, the scripted policies and the runtime controller, and stored
-in exported controller files. Imports only the standard library and numpy (rule 2).
+in exported controller files. Imports only the standard library, numpy and lrctl.errors: the
+runtime controller uses it.
+
+Two modes (`ActionSpec.mode`). In both, the LR at step t is
+
+    lr_t = base_lr * anchor(t) * factor
+
+where `factor` is what the decisions move, kept inside `lr_band`:
+
+- **recursive** (the first controllers): anchor(t) = 1 and each decision multiplies the factor
+  by m_max ** a, so errors compound and "no change" means a constant LR.
+- **anchored**: anchor(t) is a base schedule (cosine from the base LR to 0 over the run,
+  `cosine_anchor`, exactly torch's `CosineAnnealingLR`; in a user's loop any torch scheduler),
+  re-applied every step, and each decision sets factor = scale * exp(alpha * a): a bounded
+  residual around the schedule, so "no change" is a good schedule. With `scale_time` > 0 a slow
+  scale term integrates the actions (log scale += beta * a per decision, beta such that a run
+  of constant a = 1 crosses `scale_band` in `scale_time` of the run), able to rescue a base LR
+  off by up to `scale_band`.
+
+The observation's log_lr_ratio is log(factor) in both modes: the controller's own deviation.
 """
 
 from __future__ import annotations
@@ -11,11 +30,27 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from lrctl.errors import UsageError
+
+ACTION_MODES = ("recursive", "anchored")
+
+
+def cosine_anchor(t: int | np.ndarray, total_steps: int | np.ndarray) -> float | np.ndarray:
+    """The default anchor: the LR factor of step t (0-based) under cosine annealing from 1 to 0
+    over `total_steps` steps, 0.5 * (1 + cos(pi * t / T)), t clipped to [0, T] (the value torch's
+    `CosineAnnealingLR(T_max=T, eta_min=0)` gives step t)."""
+    if np.ndim(t) == 0 and np.ndim(total_steps) == 0:
+        frac = min(max(float(t) / float(total_steps), 0.0), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+    frac = np.clip(np.asarray(t, np.float64) / np.asarray(total_steps, np.float64), 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * frac))
+
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """How an action a in [-1, 1] changes the LR: lr <- lr * exp(a * log(max_multiplier)),
-    once every `interval` optimizer steps, kept within `lr_band` x the base LR."""
+    """How an action a in [-1, 1] changes the LR, once every `interval` optimizer steps (module
+    docstring): recursive, lr <- lr * exp(a * log(max_multiplier)) kept within `lr_band` x the
+    base LR; or anchored around a base schedule."""
 
     interval: int = 10
     """K: optimizer steps between two decisions."""
@@ -29,20 +64,86 @@ class ActionSpec:
     Reading them costs a norm per parameter tensor, a measurable share of a small model's step,
     and G = 2 keeps what the gradient features need (its level and its spread). Controller
     files from before this field (feature version 1) read every step: G = K."""
+    mode: str = "recursive"
+    """"recursive" or "anchored" (module docstring). Files from before this field: recursive."""
+    residual: float = 1.0
+    """alpha (anchored): an action a moves the LR by exp(alpha * a) around the anchor."""
+    scale_time: float = 0.0
+    """Anchored: the fraction of a run in which the slow scale term can cross `scale_band` at
+    a = 1 (0: no scale term)."""
+    scale_band: tuple[float, float] = (0.1, 10.0)
+    """Anchored: the range of the slow scale term."""
 
     def __post_init__(self) -> None:
         if self.interval < 1:
-            raise ValueError(f"interval must be >= 1, got {self.interval}")
+            raise UsageError(f"interval must be >= 1, got {self.interval}")
         if self.grad_norm_steps < 1:
-            raise ValueError(f"grad_norm_steps must be >= 1, got {self.grad_norm_steps}")
+            raise UsageError(f"grad_norm_steps must be >= 1, got {self.grad_norm_steps}")
         object.__setattr__(self, "grad_norm_steps", min(int(self.grad_norm_steps), self.interval))
         if not self.max_multiplier > 1.0 or not math.isfinite(self.max_multiplier):
-            raise ValueError(
+            raise UsageError(
                 f"max_multiplier must be a finite number > 1, got {self.max_multiplier}"
             )
         lo, hi = self.lr_band
         if not (0 < lo <= 1 <= hi < math.inf):
-            raise ValueError(f"lr_band must satisfy 0 < low <= 1 <= high < inf, got {self.lr_band}")
+            raise UsageError(f"lr_band must satisfy 0 < low <= 1 <= high < inf, got {self.lr_band}")
+        if self.mode not in ACTION_MODES:
+            raise UsageError(f"mode must be one of {', '.join(ACTION_MODES)}, got {self.mode!r}")
+        if not (self.residual > 0 and math.isfinite(self.residual)):
+            raise UsageError(f"residual must be a finite number > 0, got {self.residual}")
+        if not (0 <= self.scale_time <= 1):
+            raise UsageError(f"scale_time must be in [0, 1], got {self.scale_time}")
+        slo, shi = self.scale_band
+        if not (0 < slo <= 1 <= shi < math.inf):
+            raise UsageError(f"scale_band must satisfy 0 < low <= 1 <= high, got {self.scale_band}")
+
+    @property
+    def anchored(self) -> bool:
+        return self.mode == "anchored"
+
+    def anchor(self, t: int | np.ndarray, total_steps: int | np.ndarray) -> float | np.ndarray:
+        """The base schedule's factor for the LR of step t (0-based): 1 when recursive, else
+        `cosine_anchor`."""
+        if not self.anchored:
+            return 1.0 if np.ndim(t) == 0 and np.ndim(total_steps) == 0 else np.ones(np.shape(t))
+        return cosine_anchor(t, total_steps)
+
+    def scale_step(self, total_steps: int | np.ndarray) -> float | np.ndarray:
+        """beta: the slow scale term's log-step per decision at a = 1 (0 when off)."""
+        if not self.anchored or self.scale_time == 0:
+            return 0.0 if np.ndim(total_steps) == 0 else np.zeros(np.shape(total_steps))
+        decisions = np.maximum(self.scale_time * np.asarray(total_steps) / self.interval, 1.0)
+        width = math.log(self.scale_band[1] / self.scale_band[0])
+        beta = width / decisions
+        return float(beta) if np.ndim(beta) == 0 else beta
+
+    def decide(
+        self,
+        factor: float | np.ndarray,
+        log_scale: float | np.ndarray,
+        action: float | np.ndarray,
+        total_steps: int | np.ndarray,
+    ):
+        """One decision: (factor, log_scale) -> the next (factor, log_scale).
+
+        Recursive: factor * m_max ** a, in the band (log_scale stays 0). Anchored:
+        log_scale += beta * a (in `scale_band`), factor = exp(log_scale + alpha * a), in the
+        band. The action is clipped to [-1, 1]; NaN reads as 0."""
+        if not self.anchored:
+            return self.next_lr(factor, 1.0, action), log_scale
+        lo, hi = self.lr_band
+        slo, shi = self.scale_band
+        if isinstance(action, float) and isinstance(log_scale, float):  # the runtime's path
+            a = 0.0 if math.isnan(action) else min(max(action, -1.0), 1.0)
+            beta = float(self.scale_step(total_steps))
+            log_scale = min(max(log_scale + beta * a, math.log(slo)), math.log(shi))
+            new = math.exp(log_scale + self.residual * a)
+            return min(max(new, lo), hi), log_scale
+        a = np.clip(np.nan_to_num(np.asarray(action, dtype=np.float64), nan=0.0), -1.0, 1.0)
+        log_scale = np.clip(
+            np.asarray(log_scale) + self.scale_step(total_steps) * a, math.log(slo), math.log(shi)
+        )
+        return np.clip(np.exp(log_scale + self.residual * a), lo, hi), log_scale
 
     def multiplier(self, action: float | np.ndarray) -> float | np.ndarray:
         """exp(a * log m_max), with a clipped to [-1, 1] and NaN read as 0 (no change)."""
@@ -79,6 +180,7 @@ class ActionSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lr_band"] = list(self.lr_band)
+        d["scale_band"] = list(self.scale_band)
         return d
 
     def records_grad_norm(self, index: int, block_len: int | None = None) -> bool:
@@ -94,4 +196,8 @@ class ActionSpec:
             float(d["max_multiplier"]),
             tuple(map(float, d["lr_band"])),
             int(d.get("grad_norm_steps", interval)),  # absent in v1 files: every step
+            str(d.get("mode", "recursive")),  # absent before anchored actions
+            float(d.get("residual", 1.0)),
+            float(d.get("scale_time", 0.0)),
+            tuple(map(float, d.get("scale_band", (0.1, 10.0)))),
         )

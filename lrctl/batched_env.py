@@ -198,6 +198,7 @@ class BatchedLRControlEnv(VecEnv):
         self.specs: list[RunSpec | None] = [None] * n
         self._names: list[str] = [""] * n
         self._lr, self._base_lr = np.zeros(n), np.ones(n)
+        self._factor, self._log_scale = np.ones(n), np.zeros(n)  # `ActionSpec.decide`
         self._episodes = np.zeros(n, np.int64)  # finished in this population
         self._obs = np.zeros((n, OBS_DIM), np.float32)
         self._actions = np.zeros((n, 1), np.float32)
@@ -226,9 +227,18 @@ class BatchedLRControlEnv(VecEnv):
         episodes = self.episodes
         acts = np.asarray(self._actions, dtype=np.float64).reshape(n, -1)[:, 0]
         dead = episodes.dead.copy()  # their block is trained with the others, then ignored
-        self._lr = np.where(dead, self._lr, self.action_spec.next_lr(self._lr, self._base_lr, acts))
         lengths = np.minimum(k, episodes.horizon - episodes.t)
-        block = self.runs.run_block(lengths, self._lr, self.action_spec.grad_norm_steps)
+        spec = self.action_spec
+        if spec.anchored:
+            factor, log_scale = spec.decide(self._factor, self._log_scale, acts, episodes.horizon)
+            self._factor = np.where(dead, self._factor, factor)
+            self._log_scale = np.where(dead, self._log_scale, log_scale)
+            step_lrs = self._anchored_lrs(np.arange(n), k)
+            self._lr = step_lrs[np.arange(n), np.maximum(lengths, 1) - 1]
+            block = self.runs.run_block(lengths, None, spec.grad_norm_steps, step_lrs=step_lrs)
+        else:
+            self._lr = np.where(dead, self._lr, spec.next_lr(self._lr, self._base_lr, acts))
+            block = self.runs.run_block(lengths, self._lr, spec.grad_norm_steps)
         reward, diverged, truncated = episodes.step(block.lengths, block.val_loss, block.diverged)
         rows = np.arange(n)
         obs = self._observe(rows, block)
@@ -355,9 +365,19 @@ class BatchedLRControlEnv(VecEnv):
             self.specs[r], self._names[r] = s, s.describe()
         base = np.array([s.base_lr for s in specs], dtype=np.float64)
         self._lr[rows], self._base_lr[rows] = base, base
+        self._factor[rows], self._log_scale[rows] = 1.0, 0.0
         self.tracker.reset(np.isin(np.arange(self.num_envs), rows))
-        block = runs.run_block(np.full(len(rows), k), base, self.action_spec.grad_norm_steps)
         horizons = [s.steps for s in specs]
+        lengths = np.full(len(rows), k)
+        if self.action_spec.anchored:
+            self.episodes.t[rows], self.episodes.horizon[rows] = 0, horizons
+            step_lrs = self._anchored_lrs(rows, k)
+            self._lr[rows] = step_lrs[:, -1]
+            block = runs.run_block(
+                lengths, None, self.action_spec.grad_norm_steps, step_lrs=step_lrs
+            )
+        else:
+            block = runs.run_block(lengths, base, self.action_spec.grad_norm_steps)
         self.episodes.start(rows, horizons, k, block.val_loss, block.diverged)
         obs = self._observe(rows, block)
         if not whole:
@@ -366,6 +386,19 @@ class BatchedLRControlEnv(VecEnv):
         for r, info in zip(rows, infos, strict=True):
             self.reset_infos[r] = info
         return obs
+
+    def _anchored_lrs(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """Members `rows`' LRs at the next k steps, [len(rows), k]: base * anchor(t) * factor."""
+        episodes = self.episodes
+        t = episodes.t[rows, None] + np.arange(k)[None, :]
+        anchor = self.action_spec.anchor(t, episodes.horizon[rows, None])
+        return self._base_lr[rows, None] * anchor * self._factor[rows, None]
+
+    def _log_lr_ratio(self, members: np.ndarray) -> np.ndarray:
+        """The observation's log_lr_ratio: log(factor) (`lrctl.actions`)."""
+        if self.action_spec.anchored:
+            return np.log(self._factor[members])
+        return np.log(self._lr[members] / self._base_lr[members])
 
     def _observe(self, rows: np.ndarray, block: Block) -> np.ndarray:
         """Observations of members `rows` (block row j is member rows[j]) after a block."""
@@ -378,7 +411,7 @@ class BatchedLRControlEnv(VecEnv):
             obs[sel] = self._track(
                 members,
                 *block.observed(sel, g_steps),
-                np.log(self._lr[members] / self._base_lr[members]),
+                self._log_lr_ratio(members),
                 episodes.t[members] / episodes.horizon[members],
             )
         return obs

@@ -22,13 +22,22 @@ cutting the LR by the largest factor the controller may apply (1 / m_max), and t
 not raise it again for the next `hold` decisions. The LR written to the optimizer is always
 finite and inside the band, whatever the loss stream.
 
-Per-group (layer-wise) control, `per_group=True` (issue #7): each param group gets its own
+Anchored controllers (`ActionSpec.mode == "anchored"`, `lrctl.actions`): the LR follows a base
+schedule, re-applied every step, times the controller's bounded factor: lr_t = anchor_t * factor.
+The anchor is cosine annealing from each group's LR at construction to 0 over `total_steps`
+(the controller's training schedule), or any torch scheduler passed as `base=`: the controller
+lets the scheduler step on its own LRs (it puts them back before each scheduler step) and
+multiplies what the scheduler sets by its factor. The observation's log_lr_ratio is
+log(factor). Recursive controllers (every file before anchored actions) multiply the LR
+itself and keep it in a band around the base LR, as before.
+
+Per-group (layer-wise) control, `per_group=True`: each param group gets its own
 decision, from its own features: the loss features are shared (there is one loss), the
 gradient-norm features are computed from that group's parameters only, and log(lr / base lr)
 is the group's own. One policy call decides for all groups at once ([n_groups, 13] in, one
 action per group out), and each group has its own NaN hold. The hook still makes one
 `torch._foreach_norm` call over all parameters; the norms are split by group at decision time
-(`lrctl.param_groups.group_grad_norms`). With one param group, per-group control is global
+(`lrctl.grad_norms.combine`). With one param group, per-group control is global
 control, bit for bit. `lrctl.param_groups.layer_param_groups(model)` builds one group per layer.
 The shipped controller was trained on global control (one run-wide gradient norm); applying it
 per group is a transfer, measured in benchmarks/layerwise.py.
@@ -37,18 +46,22 @@ per group is a transfer, measured in benchmarks/layerwise.py.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
 
+from lrctl import distributed
+from lrctl.actions import cosine_anchor
 from lrctl.controller_file import ControllerWeights, load_controller
+from lrctl.errors import UsageError
 from lrctl.features import FeatureTracker, read_block
-from lrctl.param_groups import group_grad_norms
+from lrctl.grad_norms import combine, combine_floats, tensor_norms
 from lrctl.resources import DEFAULT_CONTROLLER, data_path
 
-STATE_VERSION = 2
-"""v2: per-group scales, holds and actions as lists, and the mode (`per_group`); v1 states
-(global control only) still load."""
+STATE_VERSION = 3
+"""v3: the slow scale terms of anchored controllers (`log_scales`). v2: per-group scales,
+holds and actions as lists, and the mode (`per_group`). v1 and v2 states still load."""
 
 
 def _group_lr(group: dict) -> float:
@@ -68,6 +81,22 @@ class LRController:
         per_group: one decision per param group, from that group's own gradient norm and LR
             (layer-wise control); False (default): one decision for the whole run, applied to
             every group.
+        process_group: under torch.distributed, the ranks whose statistics are combined into
+            each decision (`lrctl.distributed`); None (default): every rank of the default
+            group, so that all ranks write the same LR. Nothing is combined when
+            torch.distributed is not initialised or the group has one rank.
+        base: an anchored controller's base schedule, any torch LR scheduler on `optimizer`
+            (step it no more yourself: the controller steps it once per step); None (default):
+            cosine annealing from each group's LR to 0 over `total_steps`. Recursive
+            controllers take no base schedule.
+
+    Call `step(loss)` once per optimizer step, after `optimizer.step()` (with gradient
+    accumulation: once per optimizer step, with the mean loss of its micro-batches). A `step()`
+    call with no `optimizer.step()` since the previous one (an optimizer step hook counts
+    them) is not a step: nothing is recorded. That is how a step skipped by a
+    `torch.amp.GradScaler` (inf gradients, the optimizer not stepped) is left out; when the
+    gradients are finite instead, the call was most likely one per micro-batch, and a warning
+    says so.
     """
 
     step_takes_loss = True
@@ -79,6 +108,8 @@ class LRController:
         controller: str | Path | ControllerWeights | None = None,
         hold: int = 3,
         per_group: bool = False,
+        process_group: torch.distributed.ProcessGroup | None = None,
+        base: torch.optim.lr_scheduler.LRScheduler | None = None,
     ) -> None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
@@ -92,6 +123,20 @@ class LRController:
             controller if isinstance(controller, ControllerWeights) else load_controller(controller)
         )
         self.spec = self.weights.action_spec
+        if base is not None and not self.spec.anchored:
+            raise UsageError(
+                "base= sets the schedule an anchored controller works around; this controller "
+                "file uses recursive actions (it moves the LR itself). Pass an anchored "
+                "controller file, or drop base="
+            )
+        if base is not None and getattr(base, "optimizer", None) is not optimizer:
+            raise UsageError("base= must be a scheduler built on the same optimizer")
+        if isinstance(base, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            raise UsageError(
+                "base= takes a schedule of the step (ReduceLROnPlateau depends on a metric); "
+                "use e.g. CosineAnnealingLR, OneCycleLR or a LambdaLR"
+            )
+        self.base = base
         self.optimizer = optimizer
         self.total_steps = total_steps
         self.hold = hold
@@ -113,12 +158,24 @@ class LRController:
         self._norm_parts: list[list[torch.Tensor] | None] = []
         self._zero = torch.zeros((), device=self.device)
         self._t = 0  # step() calls so far
-        self._scales = [1.0] * n  # lr / base lr: of every group (global) or of each group
+        # The factor each decision sets: lr / base lr (recursive) or lr / anchor (anchored),
+        # of every group (global) or of each group; and the anchored slow scale terms.
+        self._scales = [1.0] * n
+        self._log_scales = [0.0] * n
+        # Anchored: each group's anchor LR for the next step (the base schedule's value).
+        self._anchor_lrs = list(self.base_lrs)
         self._hold_left = [0] * n
         self.last_actions = [0.0] * n
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._closed = False
+        self.process_group = process_group
+        self._optimizer_steps = 0  # optimizer steps since the last counted step() call
+        self._warned_not_a_step = False
+        self._step_counter = optimizer.register_step_post_hook(self._count_optimizer_step)
         self._sync_hook()
+        if self.spec.anchored:
+            self._update_anchor()
+            self._write_lrs()
 
     def _device(self) -> torch.device:
         for group in self.optimizer.param_groups:
@@ -136,7 +193,7 @@ class LRController:
     ) -> None:
         grads = [p.grad for p in self._params if p.grad is not None]
         # Per-parameter norms only; their global norm is taken once per decision (_block).
-        self._norm_parts.append(torch._foreach_norm(grads, 2.0) if grads else None)
+        self._norm_parts.append(tensor_norms(grads) if grads else None)
 
     def _capture_param_grad_norms(
         self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict
@@ -145,15 +202,66 @@ class LRController:
         group (0 for a parameter without a gradient this step)."""
         grads = [p.grad for p in self._params if p.grad is not None]
         if len(grads) == len(self._params) or not grads:
-            self._norm_parts.append(torch._foreach_norm(grads, 2.0) if grads else None)
+            self._norm_parts.append(tensor_norms(grads) if grads else None)
             return
-        norms = iter(torch._foreach_norm(grads, 2.0))
+        norms = iter(tensor_norms(grads))
         self._norm_parts.append(
             [next(norms) if p.grad is not None else self._zero for p in self._params]
         )
 
+    def _capture_hook(
+        self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict
+    ) -> tuple[tuple, dict] | None:
+        """The gradient-norm step pre-hook. Called as `optimizer.step(closure)` (Lightning
+        does), the step's gradients exist only once the closure has run: the closure is
+        wrapped so that the norms are read right after it."""
+        capture = self._capture_param_grad_norms if self.per_group else self._capture_grad_norms
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0]: self
+        if closure is None:
+            capture(optimizer, args, kwargs)
+            return None
+
+        def closure_then_capture():
+            loss = closure()
+            capture(optimizer, args, kwargs)
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_capture}
+        return (args[0], closure_then_capture, *args[2:]), kwargs
+
+    def _count_optimizer_step(
+        self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict
+    ) -> None:
+        self._optimizer_steps += 1
+
+    def _not_a_step(self) -> None:
+        """A `step()` call with no optimizer step since the previous one, which is not counted.
+        Silent when the gradients are non-finite or gone (a step a GradScaler skipped; checking
+        costs a host read, on this path only); otherwise warn once."""
+        if self._warned_not_a_step:
+            return
+        grads = distributed.local_tensors([p.grad for p in self._params if p.grad is not None])
+        if not grads or not bool(torch.stack(tensor_norms(grads)).isfinite().all()):
+            return
+        self._warned_not_a_step = True
+        warnings.warn(
+            "LRController.step() was called with no optimizer.step() since the previous call "
+            "(and the gradients are finite, so it was not a step a GradScaler skipped); such "
+            "calls are not counted. Call step(loss) once per optimizer step, after "
+            "optimizer.step(); with gradient accumulation, pass the mean loss of the step's "
+            "micro-batches.",
+            UserWarning,
+            stacklevel=3,
+        )
+
     def step(self, loss: torch.Tensor | float) -> None:
-        """Record this step's training loss; every K steps, decide and write the new LR."""
+        """Record this step's training loss; every K steps, decide and write the new LR.
+        A call with no optimizer step since the previous one is not a step (see the class)."""
+        if self._optimizer_steps == 0 and not self._closed:
+            self._not_a_step()
+            return
+        self._optimizer_steps = 0
         if isinstance(loss, torch.Tensor):
             loss = loss.detach()
             if loss.dim():
@@ -165,9 +273,26 @@ class LRController:
             self._align_norms(n_norms)
         self._loss_parts.append(loss)
         self._t += 1
+        if self.spec.anchored:
+            self._update_anchor()
         if len(self._loss_parts) == self.spec.interval:
             self._decide()
+        elif self.spec.anchored:
+            self._write_lrs()  # re-anchored every step
         self._sync_hook()
+
+    def _update_anchor(self) -> None:
+        """Anchored: each group's anchor LR for step `_t` (0-based): the base scheduler's, stepped
+        on its own LRs, or cosine from the base LR to 0 over `total_steps`."""
+        if self.base is None:
+            c = cosine_anchor(self._t, self.total_steps)
+            self._anchor_lrs = [lr * c for lr in self.base_lrs]
+            return
+        if self._t > 0:
+            for group, lr in zip(self.optimizer.param_groups, self._anchor_lrs, strict=True):
+                group["lr"] = lr  # the scheduler steps from its own value, not ours
+            self.base.step()
+        self._anchor_lrs = [_group_lr(g) for g in self.optimizer.param_groups]
 
     def _norms_expected(self, n_steps: int) -> int:
         """Gradient-norm entries after `n_steps` steps of a block (its last G steps read one)."""
@@ -178,8 +303,7 @@ class LRController:
         block's last G steps."""
         wanted = not self._closed and self.spec.records_grad_norm(len(self._loss_parts))
         if wanted and self._hook is None:
-            capture = self._capture_param_grad_norms if self.per_group else self._capture_grad_norms
-            self._hook = self.optimizer.register_step_pre_hook(capture)
+            self._hook = self.optimizer.register_step_pre_hook(self._capture_hook)
         elif not wanted and self._hook is not None:
             self._hook.remove()
             self._hook = None
@@ -197,7 +321,7 @@ class LRController:
         still on the device."""
         losses = torch.stack(self._loss_parts).to(self.device, torch.float32)
         if self.per_group:
-            gnorms = group_grad_norms(self._param_norms(), self._group_sizes)
+            gnorms = combine(self._param_norms(), self._group_sizes)
             n = len(self._group_sizes)
             return losses.expand(n, -1), gnorms.to(self.device, torch.float32)
         parts = self._norm_parts
@@ -206,12 +330,10 @@ class LRController:
             return losses, torch.zeros(0, device=self.device)
         if len(sizes) == 1 and all(p is not None for p in parts):
             flat = torch.stack([n for p in parts for n in p]).view(len(parts), -1)
-            gnorms = torch.linalg.vector_norm(flat, 2.0, dim=1)
+            gnorms = combine(flat)
         else:  # steps without gradients, or a changing set of parameters with gradients
             zero = torch.zeros((), device=self.device)
-            gnorms = torch.stack(
-                [torch.linalg.vector_norm(torch.stack(p), 2.0) if p else zero for p in parts]
-            )
+            gnorms = torch.stack([combine(torch.stack(p)) if p else zero for p in parts])
         return losses, gnorms.to(self.device, torch.float32)
 
     def _param_norms(self) -> torch.Tensor:
@@ -229,19 +351,23 @@ class LRController:
         this costs a fraction of stacking them into tensors first (the decision is a visible
         share of a small model's loop); the norms are the same global norms `_block` takes."""
         losses = [float(loss) for loss in self._loss_parts]
-        gnorms = [
-            math.sqrt(math.fsum(float(n) ** 2 for n in part)) if part else 0.0
-            for part in self._norm_parts
-        ]
+        gnorms = [combine_floats(part) if part else 0.0 for part in self._norm_parts]
         return losses, gnorms
 
     def _decide(self) -> None:
         progress = min(self._t / self.total_steps, 1.0)
-        log_lr_ratios = [math.log(s) for s in self._scales]
-        if not self.per_group and self.device.type == "cpu":
+        log_lr_ratios = [math.log(s) for s in self._scales]  # log(factor), both modes
+        group = distributed.active_group(self.process_group)
+        if group is None and not self.per_group and self.device.type == "cpu":
             obs = self._tracker.update_one(*self._read_block_cpu(), log_lr_ratios[0], progress)
         else:
-            losses, gnorms = read_block(*self._block())  # the one host read per decision
+            if group is None:
+                losses, gnorms = read_block(*self._block())  # the one host read per decision
+            else:  # every rank gets the same numbers: one all_reduce, one host read
+                sizes = self._group_sizes if self.per_group else None
+                losses, gnorms = distributed.combine_block(
+                    group, self._loss_parts, self._norm_parts, sizes, self.device
+                )
             # One row (a single group): a scalar, FeatureTracker's one-run path.
             ratio = log_lr_ratios[0] if len(log_lr_ratios) == 1 else log_lr_ratios
             obs = self._tracker.update(losses, gnorms, ratio, progress)
@@ -255,17 +381,27 @@ class LRController:
                 action = min(action, 0.0)
                 self._hold_left[i] -= 1
             self.last_actions[i] = action
-            self._scales[i] = float(self.spec.next_lr(scale, 1.0, action))
+            if self.spec.anchored:
+                factor, log_scale = self.spec.decide(
+                    scale, self._log_scales[i], action, self.total_steps
+                )
+                self._scales[i], self._log_scales[i] = float(factor), float(log_scale)
+            else:
+                self._scales[i] = float(self.spec.next_lr(scale, 1.0, action))
         self._write_lrs()
 
     def _group_scales(self) -> list[float]:
-        """lr / base lr of every param group."""
+        """The factor of every param group."""
         return self._scales if self.per_group else self._scales * len(self.base_lrs)
+
+    def _references(self) -> list[float]:
+        """What each group's factor multiplies: its anchor LR (anchored) or base LR."""
+        return self._anchor_lrs if self.spec.anchored else self.base_lrs
 
     def _write_lrs(self) -> None:
         groups = self.optimizer.param_groups
-        for group, base, scale in zip(groups, self.base_lrs, self._group_scales(), strict=True):
-            lr = base * scale
+        for group, ref, scale in zip(groups, self._references(), self._group_scales(), strict=True):
+            lr = ref * scale
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(lr)
             else:
@@ -273,23 +409,37 @@ class LRController:
 
     def get_last_lr(self) -> list[float]:
         """The LR of every param group, as torch schedulers report it."""
-        return [base * s for base, s in zip(self.base_lrs, self._group_scales(), strict=True)]
+        return [ref * s for ref, s in zip(self._references(), self._group_scales(), strict=True)]
 
     def state_dict(self) -> dict:
         """Everything needed to continue the identical LR trajectory (not the optimizer).
         `block_grad_norms` holds the unfinished block's global norms [S], or in per-group
-        mode its per-parameter norms [S, n_params]."""
-        if not self._loss_parts:
-            losses, gnorms = torch.zeros(0), torch.zeros(0)
-        elif self.per_group:
-            losses, gnorms = torch.stack(self._loss_parts).float(), self._param_norms().float()
-        else:
-            losses, gnorms = self._block()
+        mode its per-parameter norms [S, n_params].
+
+        Under torch.distributed the unfinished block is this rank's own, read without any
+        collective (a framework may call this on one rank only). A checkpoint written by one
+        rank and loaded by all is continued alike on every rank; its first decision reads that
+        rank's losses for the block's steps before the checkpoint (and, under FSDP, its
+        shards' gradient norms) where an uninterrupted run would read the ranks' combination."""
+        parts = self._norm_parts  # DTensor norms (FSDP) as their local values: no collective
+        self._norm_parts = [distributed.local_tensors(p) if p else p for p in parts]
+        try:
+            if not self._loss_parts:
+                losses, gnorms = torch.zeros(0), torch.zeros(0)
+            elif self.per_group:
+                losses = torch.stack(self._loss_parts).float()
+                gnorms = self._param_norms().float()
+            else:
+                losses, gnorms = self._block()
+        finally:
+            self._norm_parts = parts
         return {
             "version": STATE_VERSION,
             "per_group": self.per_group,
             "t": self._t,
             "scales": list(self._scales),
+            "log_scales": list(self._log_scales),
+            "anchor_lrs": list(self._anchor_lrs),
             "hold_left": list(self._hold_left),
             "last_actions": list(self.last_actions),
             "base_lrs": list(self.base_lrs),
@@ -306,7 +456,7 @@ class LRController:
         if version == 1:  # before per-group control: one scale, hold and action
             state = {**state, "per_group": False, "scales": [state["scale"]],
                      "hold_left": [state["hold_left"]], "last_actions": [state["last_action"]]}  # fmt: skip
-        elif version != STATE_VERSION:
+        elif version not in (2, STATE_VERSION):
             raise ValueError(f"unsupported LRController state version {version!r}")
         if bool(state["per_group"]) != self.per_group:
             raise ValueError(
@@ -321,6 +471,8 @@ class LRController:
             )
         self._t = int(state["t"])
         self._scales = [float(x) for x in state["scales"]]
+        self._log_scales = [float(x) for x in state.get("log_scales", [0.0] * len(self._scales))]
+        self._anchor_lrs = [float(x) for x in state.get("anchor_lrs", state["base_lrs"])]
         self._hold_left = [int(x) for x in state["hold_left"]]
         self.last_actions = [float(x) for x in state["last_actions"]]
         self.base_lrs = [float(x) for x in state["base_lrs"]]
@@ -339,8 +491,10 @@ class LRController:
         self._sync_hook()
 
     def close(self) -> None:
-        """Remove the optimizer hook (the controller stops seeing gradient norms)."""
+        """Remove the optimizer hooks (the controller stops seeing gradient norms, and counts
+        every `step()` call)."""
         self._closed = True
+        self._step_counter.remove()
         self._sync_hook()
 
     def __repr__(self) -> str:

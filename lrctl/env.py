@@ -25,6 +25,7 @@ from lrctl.episodes import (
     spec_family,
     step_info,
 )
+from lrctl.errors import UsageError
 from lrctl.features import CLIP, OBS_DIM, FeatureTracker, observation_table, read_block
 from lrctl.runs import Runs
 from lrctl.tasks import RunSpec, Suite, Task, TaskFamily, load_suite
@@ -169,6 +170,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self.runs: Runs | None = None
         self.tracker = FeatureTracker(1)
         self.episode = Episodes(1)
+        self._factor, self._log_scale = 1.0, 0.0  # the action state (`ActionSpec.decide`)
         self._done = True
         self._obs = np.zeros(OBS_DIM, np.float32)
 
@@ -195,6 +197,12 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             task, spec.optimizer, spec.base_lr, capacity=spec.steps, seed=spec.seed,
             device=self.device, param_groups="layer" if self.per_group else "single",
         )  # fmt: skip
+        if self.per_group and self.action_spec.anchored:
+            raise UsageError(
+                "per-group mode supports recursive actions only; use per_group=False for an "
+                "anchored action spec"
+            )
+        self._factor, self._log_scale = 1.0, 0.0
         if self.per_group:  # this model's number of layers: the spaces' shapes
             n = len(self.run.group_sizes)
             self.tracker = FeatureTracker(n)
@@ -223,7 +231,12 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             run.set_lr(self._group_lrs(action))
         else:
             a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
-            run.set_lr(self.action_spec.next_lr(run.lr, run.base_lr, a))
+            if self.action_spec.anchored:
+                self._factor, self._log_scale = self.action_spec.decide(
+                    self._factor, self._log_scale, a, self.run_spec.steps
+                )
+            else:
+                run.set_lr(self.action_spec.next_lr(run.lr, run.base_lr, a))
         obs, block = self._block()
         self._obs = obs
         reward, terminated, truncated = self.episode.step(
@@ -258,8 +271,12 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         runs, spec = self.runs, self.run_spec
         assert runs is not None and spec is not None
         run = runs.run
-        g_steps = self.action_spec.grad_norm_steps
-        block = runs.run_block(self.action_spec.interval, grad_norm_steps=g_steps)
+        g_steps, k = self.action_spec.grad_norm_steps, self.action_spec.interval
+        step_lrs = None
+        if self.action_spec.anchored:  # re-anchored every step: base * anchor(t) * factor
+            t = np.arange(run.t, min(run.t + k, spec.steps))
+            step_lrs = run.base_lr * self.action_spec.anchor(t, spec.steps) * self._factor
+        block = runs.run_block(k, grad_norm_steps=g_steps, step_lrs=step_lrs)
         length = int(block.lengths[0])
         if self.per_group:  # the one loss for every group; each group's own gradient norms
             g = min(g_steps, length)
@@ -270,7 +287,10 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             log_lr_ratio = ratios[0] if len(ratios) == 1 else ratios  # as the controller's
         else:
             block_losses, block_gnorms = block.observed(np.array([0]), g_steps)
-            log_lr_ratio = math.log(run.lr / run.base_lr)
+            if self.action_spec.anchored:
+                log_lr_ratio = math.log(self._factor)
+            else:
+                log_lr_ratio = math.log(run.lr / run.base_lr)
         obs = self.tracker.update(block_losses, block_gnorms, log_lr_ratio, run.t / spec.steps)
         return (obs if self.per_group else obs[0]), block
 

@@ -171,17 +171,24 @@ class InnerRun:
         return loss
 
     def advance(
-        self, n: int, policy: object | None = None, grad_norm_steps: int | None = None
+        self,
+        n: int,
+        policy: object | None = None,
+        grad_norm_steps: int | None = None,
+        step_lrs: Sequence[float] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run up to `n` steps (never past capacity); return this block's losses and gradient
         norms as on-device views (no host sync). With `grad_norm_steps` = G, only the block's
         last G steps read their gradient norm and only those G norms are returned (the
-        controller's observation, `ActionSpec.grad_norm_steps`); None reads every step."""
+        controller's observation, `ActionSpec.grad_norm_steps`); None reads every step.
+        `step_lrs[i]`: the LR of the block's step i (every param group), if given."""
         start = self.t
         stepper = _policy_stepper(policy)
         m = min(n, self.capacity - self.t)
         first_read = 0 if grad_norm_steps is None else max(m - grad_norm_steps, 0)
         for i in range(m):
+            if step_lrs is not None:
+                self.set_lr(float(step_lrs[i]))
             loss = self._step(i >= first_read)
             if stepper is not None:
                 stepper(loss)

@@ -318,13 +318,17 @@ class Population:
         self, lr: np.ndarray, lengths: np.ndarray, grad_norm_steps: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Train member i for lengths[i] steps at lr[i] (all members step together; a member
-        whose block is shorter is put back to its state after its last step). Returns the
-        training losses and gradient norms [k, N] (k = the longest block) on the device; member
-        i's gradient norm is read on the last min(G, lengths[i]) steps of its block only (0
+        whose block is shorter is put back to its state after its last step). `lr` may also be
+        per step, [N, k]: lr[i, t] is member i's LR at the block's step t. Returns the training
+        losses and gradient norms [k, N] (k = the longest block) on the device; member i's
+        gradient norm is read on the last min(G, lengths[i]) steps of its block only (0
         elsewhere)."""
         lengths = np.asarray(lengths, dtype=np.int64)
         k = int(lengths.max())
-        self.optimizer.set_lr(torch.from_numpy(np.asarray(lr, dtype=np.float64)))
+        lr = np.asarray(lr, dtype=np.float64)
+        per_step = torch.from_numpy(np.ascontiguousarray(lr.T)) if lr.ndim == 2 else None
+        if per_step is None:
+            self.optimizer.set_lr(torch.from_numpy(lr))
         idx = self.streams.take(k)
         read = np.zeros(k, dtype=bool)
         ends: dict[int, torch.Tensor] = {}  # step after which shorter blocks end -> their rows
@@ -337,6 +341,8 @@ class Population:
         gnorms.zero_()
         saved: list[tuple[torch.Tensor, torch.Tensor]] = []
         for t in range(k):
+            if per_step is not None:
+                self.optimizer.set_lr(per_step[t])
             self._step(idx[t], losses[t], gnorms[t] if read[t] else None)
             rows = ends.get(t + 1)
             if rows is not None:

@@ -233,10 +233,12 @@ class Runs:
         grad_norm_steps: int | None = None,
         policy: object | None = None,
         accuracy: bool = False,
+        step_lrs: np.ndarray | None = None,
     ) -> Block:
         """Advance run i `lengths[i]` steps (a single run: never past its capacity) at `lrs`
         (None: as they are; a single run: its LR, or one per param group; a population: [N]),
-        then read, check, validate and record the block (steps 1-6 of the module docstring).
+        or at `step_lrs` [N, k] (run i's LR at each step of the block), then read, check,
+        validate and record the block (steps 1-6 of the module docstring).
 
         `grad_norm_steps` = G: only the last G steps of each run's block read their gradient
         norm (None: every step). `policy`: a single run's per-step LR policy (a torch scheduler
@@ -247,7 +249,8 @@ class Runs:
             run = self.engine
             if lrs is not None:
                 run.set_lr(lrs)  # type: ignore[arg-type]
-            run.advance(int(lengths[0]), policy, grad_norm_steps)
+            steps = None if step_lrs is None else np.asarray(step_lrs).reshape(-1)
+            run.advance(int(lengths[0]), policy, grad_norm_steps, steps)
             lengths[0] = run.t - start[0]
             losses = run.loss_buf[start[0] : run.t][None]
             gnorms = run.gnorm_buf[start[0] : run.t][None]
@@ -255,7 +258,8 @@ class Runs:
         else:
             if policy is not None:
                 raise ValueError("a population is stepped at given LRs, not by a policy")
-            losses, gnorms = self.engine.run_block(lrs, lengths, grad_norm_steps or max(lengths))
+            lr = step_lrs if step_lrs is not None else lrs
+            losses, gnorms = self.engine.run_block(lr, lengths, grad_norm_steps or max(lengths))
             losses, gnorms = losses.T, gnorms.T
             finite = self.engine.params_finite()
         # The block's one host read.

@@ -1,0 +1,248 @@
+"""Anchored actions: lr_t = base_lr * anchor(t) * factor, re-anchored every step (lrctl.actions).
+
+Trajectory tables for the decision rule, the env's LRs against torch's CosineAnnealingLR, and
+the batched env's members against the single env, as for recursive actions."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from lrctl.actions import ActionSpec, cosine_anchor
+from lrctl.batched_env import BatchedLRControlEnv
+from lrctl.env import LRControlEnv
+from lrctl.errors import UsageError
+from lrctl.tasks import FAMILIES
+
+ANCHORED = ActionSpec(mode="anchored", residual=0.5)
+WITH_SCALE = ActionSpec(mode="anchored", residual=0.5, scale_time=0.25)
+
+
+def test_cosine_anchor_is_torch_cosine_annealing() -> None:
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=37)
+    for t in range(37):
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.3 * cosine_anchor(t, 37), abs=1e-15)
+        opt.step()
+        sched.step()
+    assert cosine_anchor(37, 37) == 0.0 and cosine_anchor(50, 37) == 0.0
+
+
+def test_decision_table_without_and_with_the_scale_term() -> None:
+    # Residual only: factor = exp(0.5 a), whatever came before (no compounding).
+    f, s = 1.0, 0.0
+    for a, expected in [(1.0, math.exp(0.5)), (1.0, math.exp(0.5)), (-1.0, math.exp(-0.5)),
+                        (0.0, 1.0), (float("nan"), 1.0), (7.0, math.exp(0.5))]:  # fmt: skip
+        f, s = ANCHORED.decide(f, s, a, 1000)
+        assert f == pytest.approx(expected) and s == 0.0
+    # The scale term: 1000 steps, K = 10, crossing [0.1, 10] at a = 1 in 25% of the run:
+    # beta = log(100) / 25 per decision.
+    beta = math.log(100.0) / 25
+    assert WITH_SCALE.scale_step(1000) == pytest.approx(beta)
+    f, s = 1.0, 0.0
+    for i in range(1, 20):
+        f, s = WITH_SCALE.decide(f, s, 1.0, 1000)
+        assert s == pytest.approx(min(i * beta, math.log(10.0)))
+        assert f == pytest.approx(min(math.exp(s + 0.5), 30.0))
+    for _ in range(60):  # held at the band's bottom
+        f, s = WITH_SCALE.decide(f, s, -1.0, 1000)
+    assert s == pytest.approx(math.log(0.1)) and f == pytest.approx(0.1 * math.exp(-0.5))
+
+
+def test_vectorised_decision_equals_the_scalar_one() -> None:
+    actions = np.array([1.0, -0.3, 0.0, 0.8])
+    f, s = WITH_SCALE.decide(np.ones(4), np.zeros(4), actions, np.array([100, 400, 1000, 5000]))
+    for i, (a, steps) in enumerate(zip(actions, [100, 400, 1000, 5000], strict=True)):
+        fi, si = WITH_SCALE.decide(1.0, 0.0, float(a), steps)
+        assert f[i] == pytest.approx(fi) and s[i] == pytest.approx(si)
+
+
+def test_old_specs_read_as_recursive() -> None:
+    old = {"interval": 10, "max_multiplier": 2.0, "lr_band": [0.001, 30.0], "grad_norm_steps": 2}
+    spec = ActionSpec.from_dict(old)
+    assert spec.mode == "recursive" and not spec.anchored
+    assert ActionSpec.from_dict(WITH_SCALE.to_dict()) == WITH_SCALE
+    with pytest.raises(UsageError, match="mode"):
+        ActionSpec(mode="sideways")
+
+
+def _spec(steps: int = 43):
+    family = FAMILIES["digits_mlp"]()
+    return replace(family.spec("momentum", steps=steps), seed=3)
+
+
+def test_env_at_action_zero_follows_cosine_from_the_base_lr() -> None:
+    env = LRControlEnv(action_spec=ANCHORED)
+    spec = _spec()
+    obs, _ = env.reset(options={"spec": spec})
+    done = False
+    while not done:
+        obs, _, terminated, truncated, _ = env.step(np.zeros(1, np.float32))
+        done = terminated or truncated
+        assert obs[10] == 0.0  # log_lr_ratio = log(factor)
+    expected = [spec.base_lr * cosine_anchor(t, spec.steps) for t in range(spec.steps)]
+    np.testing.assert_allclose(env.run.lrs, expected, rtol=1e-12)
+
+
+def test_env_action_moves_the_lr_around_the_anchor() -> None:
+    env = LRControlEnv(action_spec=ANCHORED)
+    spec = _spec()
+    env.reset(options={"spec": spec})
+    obs, *_ = env.step(np.ones(1, np.float32))
+    t = np.arange(10, 20)
+    expected = spec.base_lr * cosine_anchor(t, spec.steps) * math.exp(0.5)
+    np.testing.assert_allclose(env.run.lrs[10:20], expected, rtol=1e-12)
+    assert obs[10] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("action_spec", [ANCHORED, WITH_SCALE])
+def test_batched_members_match_the_single_env(action_spec: ActionSpec) -> None:
+    base = _spec(80)
+    specs = [
+        replace(base, seed=1, steps=75),
+        replace(base, seed=2, steps=63, base_lr=base.base_lr * 3),
+    ]
+    actions = np.random.default_rng(0).uniform(-1, 1, (5, 2, 1)).astype(np.float32)
+    benv = BatchedLRControlEnv(2, action_spec=action_spec, redraw_after=0, seed=5)
+    benv.set_options([{"spec": s} for s in specs])
+    obs_b = [benv.reset()]
+    rewards_b = []
+    for a in actions:
+        o, r, _, _ = benv.step(a)
+        obs_b.append(o)
+        rewards_b.append(r)
+    for m, spec in enumerate(specs):
+        env = LRControlEnv(action_spec=action_spec)
+        obs, _ = env.reset(options={"spec": spec})
+        np.testing.assert_allclose(obs, obs_b[0][m], rtol=5e-5, atol=5e-5)
+        for t, a in enumerate(actions):
+            obs, reward, terminated, truncated, _ = env.step(a[m])
+            np.testing.assert_allclose(obs, obs_b[t + 1][m], rtol=5e-5, atol=5e-5)
+            assert reward == pytest.approx(float(rewards_b[t][m]), rel=5e-5, abs=5e-5)
+            assert not (terminated or truncated)
+
+
+# --- The runtime controller, anchored. ---
+
+
+def _loop(controller_fn, steps: int = 45, lr: float = 0.05):
+    """A tiny regression loop stepped with `LRController`; returns the LR used at every step."""
+    from tests.helpers import tiny_regression
+
+    model, x, y = tiny_regression(0)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    sched = controller_fn(opt)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step(loss)
+    return lrs, sched
+
+
+def _weights(action: float, spec: ActionSpec):
+    from tests.helpers import constant_policy
+
+    return constant_policy(action, replace(spec, interval=5, grad_norm_steps=2))
+
+
+def test_controller_at_action_zero_is_cosine_annealing() -> None:
+    from lrctl.controller import LRController
+
+    lrs, _ = _loop(lambda o: LRController(o, total_steps=45, controller=_weights(0.0, ANCHORED)))
+    np.testing.assert_allclose(lrs, [0.05 * cosine_anchor(t, 45) for t in range(45)], rtol=1e-12)
+
+
+def test_controller_factor_and_a_user_base_schedule() -> None:
+    from lrctl.controller import LRController
+
+    alpha = ANCHORED.residual
+    lrs, sched = _loop(lambda o: LRController(o, 45, controller=_weights(1.0, ANCHORED)))
+    expected = [
+        0.05 * cosine_anchor(t, 45) * (1.0 if t < 5 else math.exp(alpha)) for t in range(45)
+    ]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    assert sched.get_last_lr()[0] == pytest.approx(0.05 * cosine_anchor(45, 45) * math.exp(alpha))
+
+    # Any torch scheduler as the anchor: warm-up then linear decay; the scheduler steps on its
+    # own values, the controller multiplies them.
+    def warmup(o):
+        return torch.optim.lr_scheduler.LambdaLR(o, lambda t: min(1.0, (t + 1) / 10) * (1 - t / 50))
+
+    alone, _ = _loop(lambda o: _Stepper(warmup(o)))
+    lrs, _ = _loop(
+        lambda o: LRController(o, 45, controller=_weights(-1.0, ANCHORED), base=warmup(o))
+    )
+    factors = [1.0 if t < 5 else math.exp(-alpha) for t in range(45)]
+    np.testing.assert_allclose(lrs, np.array(alone) * factors, rtol=1e-12)
+
+
+class _Stepper:
+    """A torch scheduler stepped like a loss-driven policy (for the reference trajectory)."""
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+
+    def step(self, _loss) -> None:
+        self.scheduler.step()
+
+
+def test_controller_state_round_trip_continues_the_trajectory() -> None:
+    from lrctl.controller import LRController
+
+    weights = _weights(0.7, WITH_SCALE)
+    whole, _ = _loop(lambda o: LRController(o, 45, controller=weights))
+    _, first = _loop(lambda o: LRController(o, 45, controller=weights), steps=22)
+    state = first.state_dict()
+    assert state["version"] == 3 and state["log_scales"][0] > 0
+
+    def resumed(o):
+        sched = LRController(o, 45, controller=weights)
+        sched.load_state_dict(state)
+        return sched
+
+    rest, _ = _loop(resumed, steps=1)
+    assert rest[0] == pytest.approx(whole[22], rel=1e-12)
+
+
+def test_base_needs_an_anchored_controller() -> None:
+    from lrctl.controller import LRController
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p], lr=0.1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 10)
+    recursive = _weights(0.0, ActionSpec())
+    with pytest.raises(UsageError, match="recursive"):
+        LRController(opt, 10, controller=recursive, base=cosine)
+    with pytest.raises(UsageError, match="metric"):
+        LRController(opt, 10, controller=_weights(0.0, ANCHORED),
+                     base=torch.optim.lr_scheduler.ReduceLROnPlateau(opt))  # fmt: skip
+
+
+def test_env_and_controller_agree_on_the_lr_trajectory() -> None:
+    """The env (what PPO trains on) and the runtime give the same LRs for the same policy."""
+    from lrctl.controller import LRController
+    from lrctl.training import train
+
+    spec = _spec(43)
+    action_spec = replace(WITH_SCALE, interval=10)
+    weights = _weights(0.6, action_spec)
+    weights = replace(weights, action_spec=action_spec)
+    env = LRControlEnv(action_spec=action_spec, max_val_examples=None)
+    env.reset(options={"spec": spec})
+    done = False
+    while not done:
+        *_, terminated, truncated, _ = env.step(np.full(1, 0.6, np.float32))
+        done = terminated or truncated
+    task = FAMILIES["digits_mlp"]().build(spec)
+    history = train(task, spec.optimizer, spec.base_lr, spec.steps, spec.seed,
+                    policy_fn=lambda o: LRController(o, spec.steps, controller=weights))  # fmt: skip
+    np.testing.assert_allclose(history.steps.lr.to_numpy(), env.run.lrs, rtol=1e-12)

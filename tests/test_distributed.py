@@ -1,0 +1,348 @@
+"""torch.distributed: every rank makes the same decision (DDP and FSDP2, gloo on the CPU).
+
+Two processes are spawned once (`ranks_results`, module scope) and run every distributed
+scenario; the tests assert on what each rank saved. `run_ddp_job` is also the measurement of
+what happens without the combination (`process_group` set to a group of one rank per rank).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import re
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lrctl.actions import ActionSpec
+from lrctl.controller import LRController
+from lrctl.distributed import active_group, combine_block
+from tests.helpers import constant_policy, random_policy
+from tests.readme import readme_snippet
+
+WORLD = 2
+DDP_STEPS = 400
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def record_blocks(ctrl: LRController) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (losses, gradient norms) of every block that reaches the controller's features."""
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    tracker = ctrl._tracker
+    update, update_one, depth = tracker.update, tracker.update_one, [0]
+
+    def wrap(fn):
+        def recorded(losses, grad_norms, *rest):
+            if depth[0] == 0:
+                seen.append((np.array(losses, dtype=float), np.array(grad_norms, dtype=float)))
+            depth[0] += 1
+            try:
+                return fn(losses, grad_norms, *rest)
+            finally:
+                depth[0] -= 1
+
+        return recorded
+
+    tracker.update, tracker.update_one = wrap(update), wrap(update_one)
+    return seen
+
+
+def rank_batch(rank: int, step: int, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each rank draws its own batch: a seed per (rank, step)."""
+    g = torch.Generator().manual_seed(1000 * step + rank)
+    x = torch.randn(n, 5, generator=g)
+    w = torch.tensor([[1.0], [-2.0], [0.5], [0.0], [3.0]])
+    return x, x @ w + 0.3 * torch.randn(n, 1, generator=g)
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+
+def run_ddp_job(
+    rank: int, steps: int, group: dist.ProcessGroup | None, per_group: bool = False
+) -> dict:
+    """DDP on this rank's batches with one LRController per rank (the shipped controller, or
+    a random policy per group); `group`: the controller's process_group."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from lrctl.param_groups import layer_param_groups
+
+    model = make_model()
+    ddp = DistributedDataParallel(model)
+    params = layer_param_groups(model) if per_group else model.parameters()
+    opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    weights = random_policy(3) if per_group else None
+    sched = LRController(opt, steps, controller=weights, per_group=per_group, process_group=group)
+    lrs, losses = [], []
+    for t in range(steps):
+        x, y = rank_batch(rank, t)
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(ddp(x), y)
+        loss.backward()
+        opt.step()
+        sched.step(loss)
+        lrs.append(sched.get_last_lr())
+        losses.append(loss.item())
+    return {
+        "lrs": lrs,
+        "losses": losses,
+        "params": [p.detach().clone() for p in model.parameters()],
+    }
+
+
+def run_nan_on_one_rank(rank: int) -> list[float]:
+    """Only rank 0 sees a NaN loss (step 5): both ranks must cut and hold."""
+    spec = ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.01, 100.0))
+    param = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([param], lr=0.1)
+    sched = LRController(opt, 28, controller=constant_policy(1.0, spec))
+    lrs = []
+    for t in range(28):
+        param.grad = torch.full_like(param, 0.1 * (rank + 1))
+        opt.step()
+        sched.step(float("nan") if (rank == 0 and t == 5) else 1.0 + rank)
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs
+
+
+def run_fsdp2(rank: int) -> dict:
+    """FSDP2 (`fully_shard`, DTensor parameters): what reaches the features against the full
+    model's global gradient norm and the ranks' mean loss, computed with collectives."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = make_model()
+    fully_shard(model[0])
+    fully_shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    spec = ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.1, 10.0), grad_norm_steps=4)
+    sched = LRController(opt, 12, controller=random_policy(5, spec))
+    blocks = record_blocks(sched)
+    ref_losses, ref_norms, lrs = [], [], []
+    for t in range(12):
+        x, y = rank_batch(rank, t)
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        full = [p.grad.full_tensor() for p in model.parameters()]
+        ref_norms.append(float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in full]))))
+        mean_loss = loss.detach().clone()
+        dist.all_reduce(mean_loss)
+        ref_losses.append(float(mean_loss) / WORLD)
+        opt.step()
+        sched.step(loss)
+        lrs.append(opt.param_groups[0]["lr"])
+        if t == 5 and rank == 0:  # mid-block, on one rank only (as a Trainer saves): no collective
+            saved = io.BytesIO()
+            torch.save(sched.state_dict(), saved)
+            saved.seek(0)
+            state = torch.load(saved, weights_only=True)
+    return {"blocks": blocks, "ref_losses": ref_losses, "ref_norms": ref_norms, "lrs": lrs,
+            "state_norms": state["block_grad_norms"].tolist() if rank == 0 else None}  # fmt: skip
+
+
+def run_readme_snippet(rank: int, port: int) -> str:
+    """The README's DDP script with the environment torchrun gives it; its output."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+    )
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        exec(readme_snippet("Several processes (DDP, FSDP)"), {"__name__": "__main__"})
+    return stdout.getvalue()
+
+
+def _worker(rank: int, ports: tuple[int, int], out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{ports[0]}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=timedelta(seconds=60),
+    )
+    try:
+        alone = [dist.new_group([r]) for r in range(WORLD)]  # one group per rank: no combining
+        out = {
+            "ddp": run_ddp_job(rank, DDP_STEPS, None),
+            "ddp_alone": run_ddp_job(rank, DDP_STEPS, alone[rank]),
+            "ddp_per_group": run_ddp_job(rank, 60, None, per_group=True),
+            "nan": run_nan_on_one_rank(rank),
+        }
+        try:
+            out["fsdp2"] = run_fsdp2(rank)
+        except ImportError as exc:  # a torch without FSDP2
+            out["fsdp2"] = repr(exc)
+    finally:
+        dist.destroy_process_group()
+    out["readme"] = run_readme_snippet(rank, ports[1])  # it initialises its own group
+    torch.save(out, Path(out_dir) / f"rank{rank}.pt")
+
+
+def spawn(out_dir: Path, timeout_s: float = 240.0) -> list[dict]:
+    """Run `_worker` on WORLD processes and return what each rank saved."""
+    ports = (free_port(), free_port())
+    ctx = mp.spawn(_worker, args=(ports, str(out_dir)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"distributed workers did not finish within {timeout_s} s")
+    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def ranks_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    return spawn(tmp_path_factory.mktemp("distributed"))
+
+
+def divergence(results: list[dict], key: str) -> tuple[int, float]:
+    """(steps at which the ranks' LRs differ, largest parameter difference at the end)."""
+    a, b = results[0][key], results[1][key]
+    steps = sum(x != y for x, y in zip(a["lrs"], b["lrs"], strict=True))
+    diff = max(float((p - q).abs().max()) for p, q in zip(a["params"], b["params"], strict=True))
+    return steps, diff
+
+
+def test_ddp_ranks_write_identical_lrs_and_keep_identical_parameters(ranks_results):
+    ddp = [r["ddp"] for r in ranks_results]
+    assert ddp[0]["losses"] != ddp[1]["losses"]  # each rank really sees its own batches
+    assert len(ddp[0]["lrs"]) == DDP_STEPS and len({lr[0] for lr in ddp[0]["lrs"]}) > 5
+    assert ddp[0]["lrs"] == ddp[1]["lrs"]  # exactly, at every step
+    for p, q in zip(ddp[0]["params"], ddp[1]["params"], strict=True):
+        assert torch.equal(p, q)  # bitwise
+    # Without the combination (a process group of one rank each) the same job drifts apart:
+    steps, diff = divergence(ranks_results, "ddp_alone")
+    print(f"ddp: combined {divergence(ranks_results, 'ddp')}, alone ({steps}, {diff:.3g})")
+    assert steps > 0 and diff > 0
+
+
+def test_ddp_per_group_decisions_agree_across_ranks(ranks_results):
+    a, b = (r["ddp_per_group"] for r in ranks_results)
+    assert a["lrs"] == b["lrs"]
+    assert len({tuple(lr) for lr in a["lrs"]}) > 3 and any(x != y for x, y in a["lrs"])
+    assert all(torch.equal(p, q) for p, q in zip(a["params"], b["params"], strict=True))
+
+
+def test_distributed_nan_on_one_rank_cuts_on_every_rank(ranks_results):
+    after_each_decision = [r["nan"][3::4] for r in ranks_results]
+    expected = [0.2, 0.1, 0.1, 0.1, 0.1, 0.2, 0.4]  # cut to 1/m_max, held for 3 decisions
+    assert after_each_decision[0] == pytest.approx(expected)
+    assert ranks_results[0]["nan"] == ranks_results[1]["nan"]
+
+
+def test_distributed_fsdp2_sharded_norms_add_up_in_squares(ranks_results):
+    a, b = (r["fsdp2"] for r in ranks_results)
+    if isinstance(a, str):
+        pytest.skip(f"FSDP2 unavailable in this torch: {a}")
+    assert a["lrs"] == b["lrs"]
+    assert len(a["blocks"]) == 3
+    for rank_out in (a, b):
+        losses = np.concatenate([blk[0].ravel() for blk in rank_out["blocks"]])
+        norms = np.concatenate([blk[1].ravel() for blk in rank_out["blocks"]])
+        np.testing.assert_allclose(losses, a["ref_losses"], rtol=1e-6)
+        np.testing.assert_allclose(norms, a["ref_norms"], rtol=1e-5)
+    for (la, ga), (lb, gb) in zip(a["blocks"], b["blocks"], strict=True):
+        np.testing.assert_array_equal(la, lb)
+        np.testing.assert_array_equal(ga, gb)
+    # a mid-block state_dict on one rank: its own shards' norms (no collective, no hang)
+    assert len(a["state_norms"]) == 2
+    assert all(0 < n < full for n, full in zip(a["state_norms"], a["ref_norms"][4:6], strict=True))
+
+
+def test_distributed_no_collective_without_a_group(tmp_path, monkeypatch):
+    """Not initialised, or a world of one: no collective, the plain single-process path."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("no collective expected")
+
+    monkeypatch.setattr(dist, "all_reduce", forbidden)
+
+    def run() -> list[float]:
+        param = torch.nn.Parameter(torch.ones(3))
+        opt = torch.optim.SGD([param], lr=0.1)
+        sched = LRController(opt, 12, controller=random_policy(1))
+        for t in range(12):
+            param.grad = torch.full_like(param, 1.0 / (t + 1))
+            opt.step()
+            sched.step(1.0 / (t + 1))
+        return sched.get_last_lr()
+
+    assert active_group() is None
+    alone = run()
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        assert active_group() is None
+        assert run() == alone
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_shares_of_replicated_and_sharded_norms():
+    """The arithmetic alone: plain tensors (DDP) count 1/world, a DTensor shard's square
+    counts once per distinct shard; a world of 2 simulated by summing two ranks' packets."""
+    pytest.importorskip("torch.distributed.tensor")
+    from lrctl.distributed import _share
+
+    assert _share(torch.tensor(3.0), 4) == 0.25
+
+    class FakeNorm:  # the two attributes `_share` reads from a DTensor
+        def __init__(self, placements, mesh_shape):
+            self.placements = placements
+            self.device_mesh = type("Mesh", (), {"mesh": torch.zeros(mesh_shape)})()
+
+    from torch.distributed.tensor import Partial, Replicate
+
+    assert _share(FakeNorm((Partial(),), (4,)), 4) == 1.0  # FSDP: every shard counts
+    assert _share(FakeNorm((Replicate(), Partial()), (2, 2)), 4) == 0.5  # HSDP: 2 replicas
+    assert _share(FakeNorm((Replicate(),), (4,)), 4) == 0.25
+
+
+def test_distributed_combine_block_in_one_process(tmp_path):
+    """`combine_block` on a world of one: the mean loss is the loss, and the norms are the
+    global norms of the per-parameter norms (per group too)."""
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        group = dist.group.WORLD
+        losses = [torch.tensor(2.0), torch.tensor(float("nan"))]
+        parts = [[torch.tensor(3.0), torch.tensor(4.0)], None]
+        mean, norms = combine_block(group, losses, parts)
+        np.testing.assert_array_equal(mean[0, 0], 2.0)
+        assert math.isnan(mean[0, 1])
+        np.testing.assert_allclose(norms, [[5.0, 0.0]])
+        mean, norms = combine_block(group, losses, parts, group_sizes=[1, 1])
+        assert mean.shape == (2, 2)
+        np.testing.assert_allclose(norms, [[3.0, 0.0], [4.0, 0.0]])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_readme_ddp_snippet_gives_every_rank_the_same_lr(ranks_results):
+    """The README's DDP script, run by both workers the way torchrun runs it (env://)."""
+    lrs = [re.findall(r"rank (\d): lr (\S+)", r["readme"]) for r in ranks_results]
+    assert lrs[0][0][0] == "0" and lrs[1][0][0] == "1"
+    assert lrs[0][0][1] == lrs[1][0][1] and float(lrs[0][0][1]) != 0.01

@@ -1,0 +1,165 @@
+"""lrctl.integrations.transformers: the controller as a Hugging Face Trainer's LR scheduler
+(CPU, a tiny model defined here, in-memory data, nothing downloaded)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+
+from lrctl.actions import ActionSpec  # noqa: E402
+from lrctl.integrations.transformers import attach_controller  # noqa: E402
+from tests.helpers import random_policy  # noqa: E402
+from tests.readme import readme_snippet  # noqa: E402
+from tests.test_distributed import record_blocks  # noqa: E402
+
+SPEC = ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.1, 10.0), grad_norm_steps=2)
+WEIGHTS = random_policy(9, SPEC)
+
+
+class Regression(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
+        )
+
+    def forward(self, x, labels=None):
+        out = self.net(x)
+        return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
+
+
+def dataset(n: int = 64) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 5, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0], [3.0]]) + 0.1 * torch.randn(
+        n, 1, generator=g
+    )
+    return [{"x": xi, "labels": yi} for xi, yi in zip(x, y, strict=True)]
+
+
+def arguments(out, **kwargs) -> TrainingArguments:
+    options = {
+        "max_steps": 16,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": 0.02,
+        "optim": "sgd",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 0,
+        **kwargs,
+    }
+    return TrainingArguments(str(out), **options)
+
+
+class Spy(TrainerCallback):
+    """The LR in force for each optimizer step; stops training after `stop_at` steps."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.lrs: list[float] = []
+        self.stop_at = stop_at
+
+    def on_step_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        self.lrs.append(lr_scheduler.get_last_lr()[0])
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop_at is not None and state.global_step >= self.stop_at:
+            control.should_training_stop = True
+
+
+def logged(trainer: Trainer, key: str) -> list[float]:
+    return [h[key] for h in trainer.state.log_history if key in h and "train_runtime" not in h]
+
+
+def test_transformers_trainer_logs_the_controllers_lr_and_feeds_it_each_steps_loss(tmp_path):
+    spy = Spy()
+    trainer = Trainer(
+        model=Regression(), args=arguments(tmp_path), train_dataset=dataset(), callbacks=[spy]
+    )
+    sched = attach_controller(trainer, WEIGHTS)
+    assert trainer.lr_scheduler is sched
+    blocks: list = []
+    original = sched._ensure
+
+    def ensure(total_steps=None):
+        first = sched.controller is None
+        ctrl = original(total_steps)
+        if first:
+            blocks.append(record_blocks(ctrl))
+        return ctrl
+
+    sched._ensure = ensure
+    trainer.train()
+    ctrl = sched.controller
+    assert ctrl.total_steps == 16 and ctrl.state_dict()["t"] == 16
+    assert len(spy.lrs) == 16 and len(set(spy.lrs)) > 2
+    # the Trainer's `learning_rate` at each step is the controller's LR for that step
+    assert logged(trainer, "learning_rate") == spy.lrs
+    assert ctrl.get_last_lr() == sched.get_last_lr()
+    assert trainer.optimizer.param_groups[0]["lr"] == sched.get_last_lr()[0]
+    # the loss of each step (mean over 2 micro-batches) is the one the Trainer logs
+    seen = np.concatenate([b[0] for b in blocks[0]])
+    np.testing.assert_allclose(seen, logged(trainer, "loss"), rtol=1e-6)
+
+
+def test_transformers_resume_from_checkpoint_continues_the_identical_trajectory(tmp_path):
+    straight = Spy()
+    trainer = Trainer(
+        model=Regression(),
+        args=arguments(tmp_path / "a"),
+        train_dataset=dataset(),
+        callbacks=[straight],
+    )
+    attach_controller(trainer, WEIGHTS)
+    trainer.train()
+
+    first = Spy(stop_at=8)
+    args = arguments(tmp_path / "b", save_strategy="steps", save_steps=8)
+    trainer = Trainer(model=Regression(), args=args, train_dataset=dataset(), callbacks=[first])
+    attach_controller(trainer, WEIGHTS)
+    trainer.train()
+    checkpoint = tmp_path / "b" / "checkpoint-8"
+    assert (checkpoint / "scheduler.pt").exists()
+    state = torch.load(checkpoint / "scheduler.pt", weights_only=True)
+    assert state["t"] == 8 and state["total_steps"] == 16
+
+    resumed = Spy()
+    trainer = Trainer(model=Regression(), args=args, train_dataset=dataset(), callbacks=[resumed])
+    sched = attach_controller(trainer, WEIGHTS)
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert len(straight.lrs) == 16 and len(set(straight.lrs)) > 2
+    assert first.lrs + resumed.lrs == straight.lrs
+    assert sched.controller.state_dict()["t"] == 16
+
+
+def test_transformers_trainer_with_its_own_scheduler_gets_a_clear_error(tmp_path):
+    model = Regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 5)
+    trainer = Trainer(model=model, args=arguments(tmp_path), train_dataset=dataset(),
+                      optimizers=(opt, sched))  # fmt: skip
+    with pytest.raises(ValueError, match=r"already has an LR scheduler \(StepLR.*optimizer, None"):
+        attach_controller(trainer)
+
+
+def test_readme_transformers_snippet_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(readme_snippet("Hugging Face Trainer"), namespace)
+    trainer, sched = namespace["trainer"], namespace["sched"]
+    assert sched.controller.state_dict()["t"] == trainer.state.max_steps == 40
+    lr = sched.get_last_lr()[0]
+    assert math.isfinite(lr) and lr != 1e-3  # the controller moved the LR
+    assert trainer.optimizer.param_groups[0]["lr"] == lr
