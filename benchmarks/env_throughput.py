@@ -1,4 +1,4 @@
-"""Env overhead: inner steps per second through LRControl-v0 vs a bare training loop.
+"""Env overhead: inner steps per second through LRControl-v1 vs a bare training loop.
 
 Both train the same task (digits_mlp at the middle of its ranges, SGD with momentum, the
 spec's seed) for the spec's horizon, one thread. The bare loop is hand-written: minibatch,

@@ -1,4 +1,4 @@
-"""The scripted policies on LRControl-v0: mean return and divergence rate per policy.
+"""The scripted policies on LRControl-v1: mean return and divergence rate per policy.
 
 Every policy plays the same seeded episodes (seed i draws the i-th run from the suite), one
 thread, so the numbers are comparable between policies and reproducible.

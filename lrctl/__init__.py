@@ -1,22 +1,45 @@
 """lrctl: learned learning-rate control for PyTorch.
 
 `from lrctl import LRController` needs torch and numpy only. When gymnasium is installed,
-importing lrctl also registers the environment `lrctl/LRControl-v0` (the env module itself is
-imported only when the env is made).
+importing lrctl also registers the environment `lrctl/LRControl-v1` (the env module itself is
+imported only when the env is made). The id's version follows the observation: v1 observes
+features v2 (`lrctl.features.FEATURE_VERSION`); a policy trained on one version's observations
+is not valid on another's. `lrctl/LRControl-v0`, the features-v1 env, stays registered only to
+say so when made.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
-ENV_ID = "lrctl/LRControl-v0"
+ENV_ID = "lrctl/LRControl-v1"
+"""The environment's Gymnasium id; its version changes whenever the observation does."""
+RETIRED_ENV_IDS = {
+    "lrctl/LRControl-v0": "features v1 (gradient norms read on every step of a block)",
+}
+"""Earlier ids and the observation each had; making one raises an error that names ENV_ID."""
 
-try:  # the env is optional for users who only run a controller (DESIGN rule 2)
+try:  # the env is optional for users who only run a controller (the runtime needs torch only)
     import gymnasium as _gym
 except ImportError:  # pragma: no cover - exercised by the standalone-runtime test
     _gym = None
 
-if _gym is not None and ENV_ID not in _gym.registry:
-    _gym.register(id=ENV_ID, entry_point="lrctl.env:LRControlEnv")
+
+def _retired_env_maker(env_id: str):
+    def make(**kwargs: object) -> None:
+        raise _gym.error.DeprecatedEnv(
+            f"{env_id} was the environment with {RETIRED_ENV_IDS[env_id]}; its observation "
+            f"has changed since (features v2), so it is no longer made: use {ENV_ID}"
+        )
+
+    return make
+
+
+if _gym is not None:
+    if ENV_ID not in _gym.registry:
+        _gym.register(id=ENV_ID, entry_point="lrctl.env:LRControlEnv")
+    for _retired in RETIRED_ENV_IDS:
+        if _retired not in _gym.registry:
+            _gym.register(id=_retired, entry_point=_retired_env_maker(_retired))
 
 
 def __getattr__(name: str):

@@ -45,6 +45,8 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
+from lrctl.errors import UsageError
+
 Scheduler = LRScheduler | ReduceLROnPlateau
 
 
@@ -201,13 +203,13 @@ def _overrides_allowed(name: str) -> list[str]:
 
 def _check(name: str, total_steps: int, overrides: dict[str, object]) -> None:
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINE_NAMES)}")
+        raise UsageError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINE_NAMES)}")
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        raise UsageError(f"total_steps must be a positive integer, got {total_steps!r}")
     allowed = _overrides_allowed(name)
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"baseline {name!r} has no setting {unknown[0]!r}; "
             f"its settings are: {', '.join(allowed) or '(none)'}"
         )
@@ -243,7 +245,7 @@ def _build(
     return make_scheduler(name, optimizer, total_steps, **overrides)
 
 
-# --- Replay (issue #7): a recorded LR trajectory, step by step. Not a baseline of its own (it
+# --- Replay: a recorded LR trajectory, step by step. Not a baseline of its own (it
 # has no defaults: a tuner records the LRs, lrctl.bench's population-based training), so it is
 # kept out of BASELINES and BASELINE_NAMES, and built with `replay_policy`.
 REPLAY = "replay"
@@ -262,7 +264,7 @@ class ReplayLR(LRScheduler):
     def __init__(self, optimizer: Optimizer, lrs: Sequence[float], last_epoch: int = -1) -> None:
         self.lrs = tuple(float(v) for v in lrs)
         if not self.lrs or any(not (v >= 0 and v < float("inf")) for v in self.lrs):
-            raise ValueError("a replayed LR trajectory needs finite, non-negative LRs")
+            raise UsageError("a replayed LR trajectory needs finite, non-negative LRs")
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
@@ -276,5 +278,5 @@ def replay_policy(lrs: Sequence[float]) -> Callable[[Optimizer], ReplayLR]:
     """A picklable `policy_fn(optimizer)` for `train()` that replays `lrs`, one per step."""
     lrs = tuple(float(v) for v in lrs)
     if not lrs:
-        raise ValueError("a replayed LR trajectory needs at least one LR")
+        raise UsageError("a replayed LR trajectory needs at least one LR")
     return partial(ReplayLR, lrs=lrs)

@@ -1,4 +1,4 @@
-"""A population of LRControl-v0 episodes as one SB3 `VecEnv`, trained as one tensor program."""
+"""A population of LRControl-v1 episodes as one SB3 `VecEnv`, trained as one tensor program."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 
 from lrctl.actions import ActionSpec
 from lrctl.episodes import Episodes, TaskCache, resolve_action_spec, spec_family, step_info
+from lrctl.errors import UsageError
 from lrctl.features import CLIP, OBS_DIM, FeatureTracker
 from lrctl.runs import Block, Runs
 from lrctl.tasks import FAMILIES, RunSpec, Suite, TaskFamily, load_suite
@@ -74,7 +75,7 @@ def _batched_suite(suite: Suite, families: Sequence[str] | None) -> Suite:
     """The suite restricted to `families` (default: all it has) that support batching."""
     names = [n for n in (families or suite.family_names) if supports_batched(n)]
     if not names:
-        raise ValueError(
+        raise UsageError(
             f"no family of suite {suite.name!r} (or of {list(families or [])}) supports batched "
             f"populations; supported: {', '.join(batched_family_names())}. Use LRControlEnv "
             "(SubprocVecEnv) for the others"
@@ -83,7 +84,7 @@ def _batched_suite(suite: Suite, families: Sequence[str] | None) -> Suite:
 
 
 class BatchedLRControlEnv(VecEnv):
-    """N episodes of LRControl-v0 at once, their inner runs trained as one tensor program.
+    """N episodes of LRControl-v1 at once, their inner runs trained as one tensor program.
 
     ## Description
 
@@ -146,7 +147,7 @@ class BatchedLRControlEnv(VecEnv):
 
     ## Version History
 
-    - v0: first version (LRControl-v0 semantics, features v2).
+    - v1: LRControl-v1 semantics (features v2); anchored actions with an anchored `action_spec`.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - SB3's convention
@@ -170,15 +171,15 @@ class BatchedLRControlEnv(VecEnv):
         generic: bool = False,
     ) -> None:
         if n < 1:
-            raise ValueError(f"n (members) must be >= 1, got {n}")
+            raise UsageError(f"n (members) must be >= 1, got {n}")
         if redraw_after < 0:
-            raise ValueError(f"redraw_after must be >= 0, got {redraw_after}")
+            raise UsageError(f"redraw_after must be >= 0, got {redraw_after}")
         self.render_mode = None
         self.suite = suite if isinstance(suite, Suite) else load_suite(suite)
         self.action_spec = resolve_action_spec(action_spec, interval, max_multiplier, lr_band)
         self.fixed_spec = spec
         if spec is not None and not supports_batched(spec.family):
-            raise ValueError(f"family {spec.family!r} does not support batched populations")
+            raise UsageError(f"family {spec.family!r} does not support batched populations")
         self.draw_suite = None if spec is not None else _batched_suite(self.suite, families)
         self.redraw_after = int(redraw_after)
         self.device = torch.device(device)
@@ -311,10 +312,10 @@ class BatchedLRControlEnv(VecEnv):
     def _pinned(self, options: dict) -> RunSpec | None:
         unknown = sorted(set(options) - {"spec"})
         if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; allowed: 'spec'")
+            raise UsageError(f"unknown reset option(s) {unknown}; allowed: 'spec'")
         spec = options.get("spec")
         if spec is not None and spec.steps <= self.action_spec.interval:
-            raise ValueError(
+            raise UsageError(
                 f"the run's horizon ({spec.steps} steps) must exceed the decision interval "
                 f"K = {self.action_spec.interval}; use longer horizons or a smaller interval"
             )
@@ -329,12 +330,12 @@ class BatchedLRControlEnv(VecEnv):
         else:
             self.family = spec_family(self.suite, shared)
         if not supports_batched(shared.family):
-            raise ValueError(f"family {shared.family!r} does not support batched populations")
+            raise UsageError(f"family {shared.family!r} does not support batched populations")
         keys = {shared_key(o["spec"]) for o in self._options if o.get("spec") is not None}
         if self.fixed_spec is not None:
             keys.add(shared_key(self.fixed_spec))
         if keys - {shared_key(shared)}:
-            raise ValueError(
+            raise UsageError(
                 "the specs pinned with set_options() (and `spec`) must share family, optimizer, "
                 "batch size and architecture (one population); use one BatchedLRControlEnv per "
                 "such group"

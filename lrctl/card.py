@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from lrctl.atomic import atomic_path, atomic_write_text
+from lrctl.errors import UsageError
 
 
 def _plot_training_curve(run_dir: Path, out: Path) -> None:
@@ -50,7 +51,7 @@ def _plot_training_curve(run_dir: Path, out: Path) -> None:
 
 def check_bench_dir(bench_dir: Path) -> None:
     if not (bench_dir / "quality_bar.md").is_file() or not (bench_dir / "summary.md").is_file():
-        raise ValueError(f"{bench_dir}: no quality_bar.md and summary.md; run `lrctl bench` first")
+        raise UsageError(f"{bench_dir}: no quality_bar.md and summary.md; run `lrctl bench` first")
 
 
 def _bench_section(bench_dir: Path) -> str:
@@ -75,7 +76,7 @@ def _envs_line(cfg: dict) -> str:
     """How the training environments ran (batched populations and/or SubprocVecEnv)."""
     from lrctl.ppo import TrainConfig
 
-    config = TrainConfig.from_dict(cfg)
+    config = TrainConfig.from_dict(cfg, default_version=0)  # a run's config.json, read as a file
     n = config.resolved_n_envs()
     if config.batched:
         return (

@@ -1,22 +1,25 @@
 """The `lrctl` command line: train, export, info, demo, find-lr, bench.
 
-User mistakes (unknown names, bad files, bad numbers) print one line `lrctl: error: ...` and
-exit with status 2; no traceback.
+User mistakes print one line `lrctl: error: ...` and exit with status 2, no traceback: every
+`lrctl.errors.LrctlError` (unknown names, bad numbers, malformed or missing suites, configs and
+controller files), and an OSError on a path the user gave (an input that cannot be read, an
+output that cannot be written; the message says which, and the path) or a full disk. Any other
+exception is a bug in lrctl and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import errno
+import os
 import sys
 import textwrap
 from pathlib import Path
 
+from lrctl.errors import LrctlError, UsageError
+
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for; shown as one line, exit status 2."""
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -24,7 +27,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     if args.resume:
         if args.run_dir is None:
-            raise UserError("--resume needs --run-dir RUN (the folder of the run to continue)")
+            raise UsageError("--resume needs --run-dir RUN (the folder of the run to continue)")
         cfg = TrainConfig()
     else:
         cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
@@ -35,13 +38,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "n_envs": args.n_envs,
             "seed": args.seed,
             "batched": False if args.no_batched else None,
+            "action_mode": args.action_mode,
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = TrainConfig.from_dict(data, "command line")
         from lrctl.tasks import load_suite
 
         load_suite(cfg.suite), load_suite(cfg.eval_suite)  # fail fast on a bad suite
-    run_dir = Path(args.run_dir or f"runs/{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    # A default output path counts as given: main() reports an OSError on it in one line.
+    args.run_dir = args.run_dir or f"runs/{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(args.run_dir)
     print(f"lrctl train: run folder {run_dir}")
     final = train(cfg, run_dir, resume=args.resume, progress_bar=not args.no_progress)
     _print_train_summary(run_dir, final)
@@ -71,7 +77,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
         from lrctl.card import check_bench_dir
 
         if not args.card:
-            raise UserError("--bench only makes sense with --card")
+            raise UsageError("--bench only makes sense with --card")
         check_bench_dir(Path(args.bench))  # before writing anything
     out = export_run(args.run, args.output)
     print(f"wrote {out}")
@@ -125,14 +131,15 @@ def _cmd_find_lr(args: argparse.Namespace) -> None:
     from lrctl.tasks import load_suite
 
     if args.optimizer not in OPTIMIZER_NAMES:
-        raise UserError(
+        raise UsageError(
             f"unknown optimizer {args.optimizer!r}; choose one of: {', '.join(OPTIMIZER_NAMES)}"
         )
     if args.steps < MIN_STEPS:
-        raise UserError(f"--steps must be at least {MIN_STEPS} (100 is usual), got {args.steps}")
-    family = load_suite(args.suite).family(args.task)  # KeyError names the suite's tasks
+        raise UsageError(f"--steps must be at least {MIN_STEPS} (100 is usual), got {args.steps}")
+    family = load_suite(args.suite).family(args.task)  # UnknownNameError lists the families
     reference = family.reference_lr(args.optimizer)
-    out = Path(args.out or f"results/find-lr/{args.task}_{args.optimizer}.png")
+    args.out = args.out or f"results/find-lr/{args.task}_{args.optimizer}.png"  # counts as given
+    out = Path(args.out)
     _check_writable(out, "--out")
     spec = family.spec(args.optimizer, seed=args.seed)
     arch = ", ".join(f"{k}={v}" for k, v in sorted(spec.arch.items()))
@@ -142,10 +149,7 @@ def _cmd_find_lr(args: argparse.Namespace) -> None:
         f"{args.optimizer}, seed {args.seed}: LR {lo:.3g} -> {hi:.3g} over at most "
         f"{args.steps} steps, train split"
     )
-    try:
-        result = range_test_task(family, spec, args.optimizer, args.seed, steps=args.steps)
-    except ImportError as exc:  # an LR-adapting optimizer whose package is missing
-        raise UserError(str(exc)) from None
+    result = range_test_task(family, spec, args.optimizer, args.seed, steps=args.steps)
     title = f"{args.task}, {args.optimizer}: LR range test, seed {args.seed}"
     result.plot(out, reference_lr=reference, title=title)
     rows = [
@@ -165,13 +169,13 @@ def _check_writable(path: Path, flag: str) -> None:
     import tempfile
 
     if path.is_dir():
-        raise UserError(f"{flag} {path} is a folder; give a file path such as {path}/plot.png")
+        raise UsageError(f"{flag} {path} is a folder; give a file path such as {path}/plot.png")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
             pass
     except OSError as exc:
-        raise UserError(
+        raise UsageError(
             f"cannot write {path}: {exc.strerror or exc}; choose another {flag}"
         ) from None
 
@@ -295,7 +299,9 @@ def _add_find_lr_parser(sub: argparse._SubParsersAction) -> None:
         help=f"most optimizer steps the test takes (default 100, at least {MIN_STEPS})",
     )
     p.add_argument("--out", metavar="PNG", help="where to write the plot (default: see above)")
-    p.set_defaults(func=_cmd_find_lr)
+    p.set_defaults(
+        func=_cmd_find_lr, paths=(("suite", "--suite", "read"), ("out", "--out", "write"))
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,7 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluating periodically on the held-out envs/eval.toml. Writes config, logs "
         "(CSV + TensorBoard), checkpoints and the final model into the run folder."))  # fmt: skip
     p.add_argument(
-        "--config", help="JSON file of TrainConfig fields (see lrctl/ppo.py); flags override it"
+        "--config",
+        help="JSON file of TrainConfig fields (see lrctl/ppo.py); flags override it. Its "
+        '"version" says which format the fields follow (a run\'s RUN/config.json has the '
+        "current one: copy it for today's defaults); a file without one is read as version 0, "
+        "the oldest format (no batched populations, gradient norms on every step)",
     )
     p.add_argument("--run-dir", help="run folder (default: runs/<date-time>)")
     p.add_argument(
@@ -321,7 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--suite", help="training suite: a .toml path or 'train' (default)")
     p.add_argument(
-        "--eval-suite", help="held-out suite for evaluation: a .toml path or 'eval' (default)"
+        "--eval-suite",
+        help="suite of the periodic evaluation that picks the checkpoint: a .toml path or "
+        "'val' (default); the eval suite is for the final report, not for choosing",
+    )
+    p.add_argument(
+        "--action-mode",
+        choices=("recursive", "anchored"),
+        help="recursive: lr <- lr x m^a each decision (default); anchored: a bounded factor "
+        "around cosine annealing, re-anchored every step (lrctl.actions)",
     )
     p.add_argument("--timesteps", type=int, help="total PPO timesteps (controller decisions)")
     p.add_argument(
@@ -337,7 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
         "populations (TrainConfig.batched)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(
+        func=_cmd_train,
+        paths=(
+            ("config", "--config", "read"),
+            ("suite", "--suite", "read"),
+            ("eval_suite", "--eval-suite", "read"),
+            ("run_dir", "--run-dir", "write"),
+        ),
+    )
 
     p = sub.add_parser("export", help="export a trained run to a controller file", description=(
         "Write the run's deterministic policy, observation normalisation and action mapping to a "
@@ -354,7 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="with --card: include the quality bar and summary `lrctl bench` wrote in DIR",
     )
-    p.set_defaults(func=_cmd_export)
+    p.set_defaults(
+        func=_cmd_export,
+        paths=(
+            ("output", "--output", "write"),
+            ("run", "run", "read"),
+            ("bench", "--bench", "read"),
+        ),
+    )
 
     p = sub.add_parser(
         "info",
@@ -364,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "controller", nargs="?", help="controller file (default: the shipped controller)"
     )
-    p.set_defaults(func=_cmd_info)
+    p.set_defaults(func=_cmd_info, paths=(("controller", "controller", "read"),))
 
     p = sub.add_parser("demo", help="shipped controller vs cosine and Adam on a held-out task", description=(
         "Train one held-out task with the shipped controller (SGD-momentum and Adam), with "
@@ -386,7 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="results/demo",
         help="output folder for the table and PNG (default results/demo)",
     )
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(
+        func=_cmd_demo, paths=(("controller", "--controller", "read"), ("out", "--out", "write"))
+    )
 
     _add_find_lr_parser(sub)
 
@@ -447,35 +482,56 @@ def build_parser() -> argparse.ArgumentParser:
         "'local' for a Ray started here with --workers CPUs; needs pip install 'lrctl[ray]'",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_bench)
+    p.set_defaults(
+        func=_cmd_bench,
+        paths=(
+            ("suite", "--suite", "read"),
+            ("controller", "--controller", "read"),
+            ("out", "--out", "write"),
+        ),
+    )
     return parser
+
+
+def _path_error(args: argparse.Namespace, exc: OSError) -> str | None:
+    """The one-line message for an OSError on a path the user gave (or a default output path):
+    the path itself, something inside it, a folder on the way to it, or the temporary file an
+    atomic write puts beside it. None for any other path (a bug) or none."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}; free some space and run the command again"
+    for filename in (exc.filename, exc.filename2):
+        if filename is None:
+            continue
+        failed = Path(os.path.abspath(os.fsdecode(filename)))
+        for dest, flag, verb in getattr(args, "paths", ()):
+            value = getattr(args, dest, None)
+            if value is None:
+                continue
+            given = Path(os.path.abspath(value))
+            beside = failed.parent == given.parent and given.name in failed.name
+            if failed.is_relative_to(given) or given.is_relative_to(failed) or beside:
+                fix = "choose another path" if verb == "write" else "check the path"
+                return (
+                    f"cannot {verb} {failed}: {exc.strerror or type(exc).__name__} "
+                    f"({flag} {value}); {fix}"
+                )
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from lrctl.controller_file import ControllerFileError
-    from lrctl.tasks import SuiteError
-
     try:
         args.func(args)
-    except (
-        UserError,
-        SuiteError,
-        ControllerFileError,
-        ValueError,
-        KeyError,
-        FileNotFoundError,
-    ) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"lrctl: error: {msg}", file=sys.stderr)
+    except LrctlError as exc:
+        print(f"lrctl: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:  # unwritable or impossible output paths, full disks
-        where = exc.filename or "the output"
-        print(
-            f"lrctl: error: cannot write {where}: {exc.strerror or exc}; choose another output path",
-            file=sys.stderr,
-        )
+    except OSError as exc:
+        message = _path_error(args, exc)
+        if message is None:
+            raise
+        print(f"lrctl: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("lrctl: interrupted", file=sys.stderr)

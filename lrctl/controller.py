@@ -112,7 +112,7 @@ class LRController:
         base: torch.optim.lr_scheduler.LRScheduler | None = None,
     ) -> None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+            raise UsageError(f"total_steps must be a positive integer, got {total_steps!r}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
@@ -143,7 +143,7 @@ class LRController:
         self.base_lrs = [_group_lr(g) for g in optimizer.param_groups]
         for lr in self.base_lrs:
             if not (math.isfinite(lr) and lr > 0):
-                raise ValueError(
+                raise UsageError(
                     f"every param group needs a finite positive lr, got {self.base_lrs}"
                 )
         self.device = self._device()
@@ -457,15 +457,15 @@ class LRController:
             state = {**state, "per_group": False, "scales": [state["scale"]],
                      "hold_left": [state["hold_left"]], "last_actions": [state["last_action"]]}  # fmt: skip
         elif version not in (2, STATE_VERSION):
-            raise ValueError(f"unsupported LRController state version {version!r}")
+            raise UsageError(f"unsupported LRController state version {version!r}")
         if bool(state["per_group"]) != self.per_group:
-            raise ValueError(
+            raise UsageError(
                 f"this LRController state was saved with per_group={bool(state['per_group'])}; "
                 f"construct the controller with per_group={bool(state['per_group'])} to load it"
             )
         n_groups = len(self.optimizer.param_groups)
         if len(state["base_lrs"]) != n_groups or len(state["scales"]) != len(self._scales):
-            raise ValueError(
+            raise UsageError(
                 f"this LRController state is for {len(state['base_lrs'])} param groups, the "
                 f"optimizer has {n_groups}; load it into an optimizer with the same groups"
             )

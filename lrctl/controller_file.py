@@ -1,7 +1,7 @@
 """The controller file: a deterministic policy as plain tensors plus versioned metadata.
 
 Format `lrctl-controller` v1, stored with safetensors (tensors + a string-to-string header, no
-pickle: loading never runs code, DESIGN rule 8):
+pickle: loading never runs code):
 
 | tensor              | shape          | meaning                                             |
 | ------------------- | -------------- | --------------------------------------------------- |
@@ -35,6 +35,7 @@ import torch
 
 from lrctl.actions import ActionSpec
 from lrctl.atomic import atomic_path
+from lrctl.errors import LrctlError
 from lrctl.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM, SUPPORTED_FEATURE_VERSIONS
 
 FORMAT = "lrctl-controller"
@@ -45,7 +46,7 @@ _REQUIRED_META = (
 )  # fmt: skip
 
 
-class ControllerFileError(ValueError):
+class ControllerFileError(LrctlError, ValueError):
     """A controller file cannot be used; the message names the file and the problem."""
 
 

@@ -151,11 +151,11 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         per_group: bool = False,
     ) -> None:
         if render_mode is not None:
-            raise ValueError(f"LRControlEnv has no render modes; got render_mode={render_mode!r}")
+            raise UsageError(f"LRControlEnv has no render modes; got render_mode={render_mode!r}")
         self.suite = suite if isinstance(suite, Suite) else load_suite(suite)
         self.action_spec = resolve_action_spec(action_spec, interval, max_multiplier, lr_band)
         if max_val_examples is not None and max_val_examples < 1:
-            raise ValueError(f"max_val_examples must be >= 1 or None, got {max_val_examples}")
+            raise UsageError(f"max_val_examples must be >= 1 or None, got {max_val_examples}")
         self.max_val_examples = max_val_examples
         self.device = torch.device(device)
         self.render_mode = render_mode
@@ -187,7 +187,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         super().reset(seed=seed)
         self.family, spec = self._draw(options or {})
         if spec.steps <= self.action_spec.interval:
-            raise ValueError(
+            raise UsageError(
                 f"the run's horizon ({spec.steps} steps) must exceed the decision interval "
                 f"K = {self.action_spec.interval}; use longer horizons or a smaller interval"
             )
@@ -254,7 +254,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         groups = self.run.optimizer.param_groups
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.size not in (1, len(groups)):
-            raise ValueError(
+            raise UsageError(
                 f"per-group mode takes one action per param group ({len(groups)} here) or one "
                 f"for all, got shape {np.shape(action)}"
             )
@@ -297,12 +297,12 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     def _draw(self, options: dict) -> tuple[TaskFamily, RunSpec]:
         unknown = sorted(set(options) - {"spec", "family"})
         if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; allowed: 'spec', 'family'")
+            raise UsageError(f"unknown reset option(s) {unknown}; allowed: 'spec', 'family'")
         spec: RunSpec | None = options.get("spec")
         name: str | None = options.get("family")
         if spec is not None:
             if name is not None and name != spec.family:
-                raise ValueError(
+                raise UsageError(
                     f"options 'family'={name!r} and 'spec' (family {spec.family!r}) disagree; "
                     "pass one of them"
                 )

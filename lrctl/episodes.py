@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from lrctl.actions import ActionSpec
+from lrctl.errors import UsageError
 from lrctl.tasks import FAMILIES, RunSpec, Split, Suite, Task, TaskFamily
 
 REWARD_BOUND = 7.0
@@ -101,7 +102,7 @@ def spec_family(suite: Suite, spec: RunSpec) -> TaskFamily:
     if spec.family in suite.family_names:
         return suite.family(spec.family)
     if spec.family not in FAMILIES:
-        raise ValueError(
+        raise UsageError(
             f"spec.family {spec.family!r} is unknown; choose one of: {', '.join(FAMILIES)}"
         )
     return FAMILIES[spec.family]()

@@ -17,6 +17,7 @@ from stable_baselines3 import PPO
 
 from lrctl import __version__
 from lrctl.controller_file import ControllerWeights, save_controller
+from lrctl.errors import UsageError
 from lrctl.ppo import TrainConfig, latest_checkpoint
 
 
@@ -25,7 +26,7 @@ def policy_layers(model: PPO) -> list[tuple[torch.Tensor, torch.Tensor]]:
     policy = model.policy
     acts = [m for m in policy.mlp_extractor.policy_net if not isinstance(m, torch.nn.Linear)]
     if any(not isinstance(a, torch.nn.Tanh) for a in acts):
-        raise ValueError("only tanh actor networks can be exported (TrainConfig uses tanh)")
+        raise UsageError("only tanh actor networks can be exported (TrainConfig uses tanh)")
     linears = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
     linears.append(policy.action_net)
     return [(m.weight.detach().clone(), m.bias.detach().clone()) for m in linears]
@@ -53,7 +54,7 @@ def _model_folder(run_dir: Path) -> Path:
     latest = latest_checkpoint(run_dir)
     if latest is not None and (latest / "model.zip").is_file():
         return latest
-    raise ValueError(
+    raise UsageError(
         f"{run_dir}: no trained model found (neither final/ nor a checkpoint); run `lrctl train` first"
     )
 
@@ -62,7 +63,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
     """Export the final model of a run (or its latest checkpoint) to a controller file."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
-        raise ValueError(f"{run_dir}: not an lrctl training run (no config.json)")
+        raise UsageError(f"{run_dir}: not an lrctl training run (no config.json)")
     cfg = TrainConfig.load(run_dir / "config.json")
     folder = _model_folder(run_dir)
     model = PPO.load(folder / "model.zip", device="cpu")

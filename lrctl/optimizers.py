@@ -26,6 +26,7 @@ from types import ModuleType
 
 import torch
 
+from lrctl.errors import MissingDependencyError, UsageError
 from lrctl.hypergradient import SGDHD, AdamHD
 
 Factory = Callable[[Iterable[torch.nn.Parameter], float], torch.optim.Optimizer]
@@ -46,7 +47,7 @@ def _package(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(
+        raise MissingDependencyError(
             f"this optimizer needs the {module!r} package, a dependency of lrctl: "
             f"pip install {module} (or reinstall lrctl)"
         ) from None
@@ -94,7 +95,7 @@ def make_optimizer(
     try:
         factory = _FACTORIES[name]
     except KeyError:
-        raise ValueError(
+        raise UsageError(
             f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZER_NAMES)}"
         ) from None
     return factory(params, lr)
@@ -108,7 +109,7 @@ def reference_source(name: str) -> str | float:
     try:
         return REFERENCE_SOURCE[name]
     except KeyError:
-        raise ValueError(
+        raise UsageError(
             f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZER_NAMES)}"
         ) from None
 

@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from lrctl.actions import ActionSpec
+from lrctl.errors import UsageError
 from lrctl.features import FEATURE_NAMES
 
 _LOG_LR = FEATURE_NAMES.index("log_lr_ratio")
@@ -101,7 +102,7 @@ SCRIPTED: dict[str, Callable[..., ScriptedPolicy]] = {
 def make_policy(name: str, action_spec: ActionSpec | None = None) -> ScriptedPolicy:
     """A scripted policy by name; `action_spec` matters for 'cosine' (use the env's)."""
     if name not in SCRIPTED:
-        raise ValueError(f"unknown scripted policy {name!r}; choose one of: {', '.join(SCRIPTED)}")
+        raise UsageError(f"unknown scripted policy {name!r}; choose one of: {', '.join(SCRIPTED)}")
     return cosine(action_spec) if name == "cosine" else SCRIPTED[name]()
 
 

@@ -1,4 +1,4 @@
-"""Meta-training: Stable-Baselines3 PPO on LRControl-v0 over the train suite.
+"""Meta-training: Stable-Baselines3 PPO on LRControl-v1 over the train suite.
 
 Read top to bottom: `TrainConfig` (every field documented), `make_training_env` (batched
 populations and/or SubprocVecEnv, + VecNormalize), the two callbacks lrctl adds to SB3 (atomic
@@ -37,6 +37,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -53,13 +54,17 @@ from stable_baselines3.common.vec_env import (
     VecNormalize,
 )
 
+from lrctl import __version__
 from lrctl.actions import ActionSpec
 from lrctl.atomic import atomic_write_json
 from lrctl.batched_env import BatchedLRControlEnv, split_suite
+from lrctl.errors import ConfigError, UsageError
 from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 3
+"""The config format this code writes; older ones are migrated one version at a time
+(`MIGRATIONS`), newer ones refused."""
 
 
 @dataclass
@@ -68,8 +73,9 @@ class TrainConfig:
 
     suite: str = "train"
     """Suite the agent trains on (path or 'train'/'eval' for envs/<name>.toml)."""
-    eval_suite: str = "eval"
-    """Held-out suite for periodic evaluation (never used for training)."""
+    eval_suite: str = "val"
+    """Suite of the periodic evaluation, which picks the checkpoint: the validation suite
+    (never trained on; the eval suite is for the final report only)."""
     total_timesteps: int = 200_000
     """PPO timesteps = controller decisions (each decision is `interval` inner steps)."""
     n_envs: int = 0
@@ -97,6 +103,16 @@ class TrainConfig:
     grad_norm_steps: int = 2
     """G: gradient norms are observed on the last G steps of each block (capped at K).
     Configs written before this field existed read every step (G = K)."""
+    action_mode: str = "recursive"
+    """"recursive" (lr <- lr * m_max ** a) or "anchored" (lr = base schedule x a bounded
+    factor, re-anchored every step; `lrctl.actions`)."""
+    residual: float = 1.0
+    """Anchored: an action a moves the LR by exp(residual * a) around the base schedule."""
+    scale_time: float = 0.0
+    """Anchored: fraction of a run in which the slow scale term can cross `scale_band` (0:
+    no scale term)."""
+    scale_band: tuple[float, float] = (0.1, 10.0)
+    """Anchored: the range of the slow scale term."""
     n_steps: int = 0
     """Rollout length per env slot between PPO updates; 0: 512 without `batched`, else
     1024 // n_envs (at least 16), so that an update sees about as many decisions as the
@@ -128,12 +144,19 @@ class TrainConfig:
     eval_episodes: int = 8
     """Episodes per evaluation (fixed seeds, deterministic policy)."""
     version: int = CONFIG_VERSION
-    """Config format version."""
+    """Config format version: 0 (a file without the field) to 3 (see `MIGRATIONS`)."""
 
     @property
     def action_spec(self) -> ActionSpec:
         return ActionSpec(
-            self.interval, self.max_multiplier, tuple(self.lr_band), self.grad_norm_steps
+            self.interval,
+            self.max_multiplier,
+            tuple(self.lr_band),
+            self.grad_norm_steps,
+            self.action_mode,
+            self.residual,
+            self.scale_time,
+            tuple(self.scale_band),
         )
 
     def resolved_n_envs(self) -> int:
@@ -147,7 +170,7 @@ class TrainConfig:
         return max(16, 1024 // self.resolved_n_envs()) if self.batched else 512
 
     def validate(self) -> None:
-        """Raise ValueError naming the field and what is allowed."""
+        """Raise ConfigError naming the field and what is allowed."""
         for name in (
             "total_timesteps",
             "batch_size",
@@ -159,30 +182,52 @@ class TrainConfig:
             "threads",
         ):
             if getattr(self, name) <= 0:
-                raise ValueError(f"config field {name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"config field {name} must be positive, got {getattr(self, name)}"
+                )
         for name in ("n_envs", "n_steps", "eval_every", "eval_episodes", "redraw_after"):
             if getattr(self, name) < 0:
-                raise ValueError(f"config field {name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"config field {name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError("config fields gamma and gae_lambda must lie in (0, 1] and [0, 1]")
-        self.action_spec  # validates interval, max_multiplier and lr_band  # noqa: B018
+            raise ConfigError("config fields gamma and gae_lambda must lie in (0, 1] and [0, 1]")
+        try:
+            self.action_spec  # validates the action fields  # noqa: B018
+        except UsageError as exc:
+            raise ConfigError(f"config field {exc}") from None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_dict(
+        cls, data: dict, source: str = "config", default_version: int = CONFIG_VERSION
+    ) -> TrainConfig:
+        """A validated config from its fields, migrated to `CONFIG_VERSION` from the version
+        `data["version"]` names. Without that key the fields are read as `default_version`:
+        this code's own format for a dict built in code (missing fields take today's
+        defaults, as with `TrainConfig(...)`), 0 for a file (`load`)."""
+        data = dict(data)
+        version = data.pop("version", default_version)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise ConfigError(
+                f"{source}: config version must be a whole number >= 0, got {version!r}"
+            )
+        if version > CONFIG_VERSION:
+            raise ConfigError(
+                f"{source}: config version {version} is newer than this lrctl ({__version__}) "
+                f"reads (versions 0 to {CONFIG_VERSION}); upgrade lrctl to use it"
+            )
+        for migrate in MIGRATIONS[version:]:
+            data = migrate(data)
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"{source}: unknown config field {unknown[0]!r}; allowed fields: {', '.join(sorted(known))}"
             )
-        data = dict(data)
-        data.setdefault("grad_norm_steps", data.get("interval", cls.interval))  # older configs
-        if "version" in data:  # a run's config.json from before populations keeps its path
-            data.setdefault("batched", False)
-        for key in ("lr_band", "net_arch"):
+        for name, value in data.items():
+            _check_type(source, name, value, known[name].default)
+        for key in ("lr_band", "net_arch", "scale_band"):
             if key in data:
                 data[key] = tuple(data[key])
         cfg = cls(**data)
@@ -191,14 +236,70 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
+        """Read a config file; one without a `version` field is version 0, the oldest format."""
         path = Path(path)
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ValueError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc}") from None
-        return cls.from_dict(data, str(path))
+            raise ConfigError(f"{path}: config file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object of config fields")
+        return cls.from_dict(data, str(path), default_version=0)
+
+
+def _check_type(source: str, name: str, value: object, default: object) -> None:
+    """A field's value has its default's type (an int passes for a float, a list for a tuple)."""
+    if default is None:  # an optional field: the dataclass and validate() say more
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        )
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"{source}: config field {name} must be {type(default).__name__}-valued like its "
+            f"default {default!r}, got {value!r}"
+        )
+
+
+def _v0_to_v1(data: dict) -> dict:
+    """Version 0 (a file without a `version` field) has the fields of version 1: lrctl has
+    written the field since its first config, so such a file is hand-written."""
+    return data
+
+
+def _v1_to_v2(data: dict) -> dict:
+    """Version 1 gained `grad_norm_steps` (features v2) and `batched` (populations) without a
+    version bump; a version-1 config without them is from before they existed and ran with
+    every step's gradient norms (G = K) and every env in its own process."""
+    data.setdefault("grad_norm_steps", data.get("interval", TrainConfig.interval))
+    data.setdefault("batched", False)
+    return data
+
+
+def _v2_to_v3(data: dict) -> dict:
+    """Version 3 added anchored actions (`action_mode` and its fields) and made the validation
+    suite the default `eval_suite`; a version-2 config used recursive actions and, unless it
+    said otherwise, evaluated on the eval suite."""
+    data.setdefault("action_mode", "recursive")
+    data.setdefault("eval_suite", "eval")
+    return data
+
+
+MIGRATIONS: tuple[Callable[[dict], dict], ...] = (_v0_to_v1, _v1_to_v2, _v2_to_v3)
+"""`MIGRATIONS[n]` turns the fields of a version-n config into those of version n + 1; a config
+is migrated by each from its own version on. A format change bumps `CONFIG_VERSION` and adds
+one function here."""
 
 
 def _env_factory(suite: str | Suite, spec: ActionSpec, seed: int):
@@ -425,12 +526,12 @@ def train(
     config_path = run_dir / "config.json"
     if resume:
         if not config_path.is_file():
-            raise ValueError(
+            raise UsageError(
                 f"{run_dir}: nothing to resume (no config.json); start it without --resume"
             )
         cfg = TrainConfig.load(config_path)
     elif config_path.exists():
-        raise ValueError(
+        raise UsageError(
             f"{run_dir}: a run already exists here; pass --resume to continue it or choose another --run-dir"
         )
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import time
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from lrctl.errors import UsageError
 from lrctl.param_groups import ParamGrouping
 from lrctl.runs import History, Runs
 from lrctl.tasks.base import Task
@@ -39,9 +40,9 @@ def train(
     `param_groups="layer"`: one optimizer param group per layer (the `lr` column is group 0's).
     """
     if steps <= 0:
-        raise ValueError(f"steps must be positive, got {steps}")
+        raise UsageError(f"steps must be positive, got {steps}")
     if val_every <= 0:
-        raise ValueError(f"val_every must be positive, got {val_every}")
+        raise UsageError(f"val_every must be positive, got {val_every}")
     start_time = time.perf_counter()
     runs = Runs.single(task, optimizer, lr, steps, seed, device, param_groups)
     policy = policy_fn(runs.run.optimizer) if callable(policy_fn) else None

@@ -158,7 +158,7 @@ def test_one_nan_parameter_terminates_that_member_only():
 
 
 def test_vec_env_api_spaces_and_finite_observations_under_random_actions():
-    env = BatchedLRControlEnv(4, suite=load_suite("train"), families=["digits_mlp"], seed=0)
+    env = BatchedLRControlEnv(4, suite=load_suite("train_v1"), families=["digits_mlp"], seed=0)
     assert env.num_envs == 4
     assert env.observation_space.shape == (OBS_DIM,) and env.action_space.shape == (1,)
     assert env.seed(3) == [3, 4, 5, 6]
@@ -200,7 +200,7 @@ def test_reseeding_reproduces_and_wrappers_work():
 
 
 def test_population_is_redrawn_after_every_member_finished():
-    suite = load_suite("train")
+    suite = load_suite("train_v1")
     env = BatchedLRControlEnv(2, suite=suite, families=["noisy_quadratic"], redraw_after=1, seed=0)
     env.reset()
     first_shared = env.shared
@@ -225,7 +225,7 @@ def test_population_is_redrawn_after_every_member_finished():
 
 
 def test_supported_families_and_errors():
-    assert all(supports_batched(f) for f in load_suite("train").family_names)
+    assert all(supports_batched(f) for f in load_suite("train_v1").family_names)
     assert not supports_batched("char_gru")
     with pytest.raises(ValueError, match="supports batched"):
         BatchedLRControlEnv(2, suite="eval", families=["char_gru"])

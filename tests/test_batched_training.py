@@ -96,6 +96,7 @@ def test_mixed_training_runs_end_to_end(mixed_cfg, tmp_path):
 def test_old_run_configs_keep_the_subprocess_path_and_cli_flag(tmp_path):
     old = json.loads(TrainConfig().to_json())
     del old["batched"]
+    old["version"] = 1  # the format before populations
     assert TrainConfig.from_dict(old).batched is False  # a run's config.json from before
     assert TrainConfig.from_dict({"total_timesteps": 64}).batched is True  # a user's partial one
     cfg_path = tmp_path / "cfg.json"

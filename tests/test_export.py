@@ -21,7 +21,7 @@ from tests.helpers import random_policy
 
 
 class RandomObsEnv(gym.Env):
-    """Same spaces as LRControl-v0; observations drawn at random, reward = -action^2."""
+    """Same spaces as LRControl-v1; observations drawn at random, reward = -action^2."""
 
     observation_space = gym.spaces.Box(-CLIP, CLIP, (OBS_DIM,), np.float32)
     action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)

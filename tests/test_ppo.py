@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
+from lrctl import ppo
 from lrctl.cli import main
 from lrctl.controller import LRController
 from lrctl.controller_file import load_controller
-from lrctl.ppo import TrainConfig, latest_checkpoint, train
+from lrctl.errors import ConfigError
+from lrctl.ppo import CONFIG_VERSION, MIGRATIONS, TrainConfig, latest_checkpoint, train
 
 TINY_SUITE = """
 version = 1
@@ -169,3 +172,99 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
     assert "total_timesteps must be positive" in capsys.readouterr().err
     assert main(["train", "--resume"]) == 2
     assert "--resume needs --run-dir" in capsys.readouterr().err
+
+
+# Config files migrate by their version number, one function per version bump.
+
+SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "agents" / "default" / "config.json"
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_shipped_config_loads_with_its_own_values() -> None:
+    raw = json.loads(SHIPPED_CONFIG.read_text())
+    loaded = json.loads(TrainConfig.load(SHIPPED_CONFIG).to_json())
+    assert raw.pop("version") == 1 and loaded.pop("version") == CONFIG_VERSION
+    added = {k: loaded.pop(k) for k in set(loaded) - set(raw)}  # fields of later versions
+    assert loaded == raw
+    assert added == {
+        "action_mode": "recursive",
+        "residual": 1.0,
+        "scale_time": 0.0,
+        "scale_band": [0.1, 10.0],
+    }
+
+
+def test_one_migration_per_version_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert len(MIGRATIONS) == CONFIG_VERSION
+    seen: list[int] = []
+
+    def recorded(n: int, migrate):
+        def step(data: dict) -> dict:
+            seen.append(n)
+            return migrate(data)
+
+        return step
+
+    monkeypatch.setattr(ppo, "MIGRATIONS", tuple(recorded(n, f) for n, f in enumerate(MIGRATIONS)))
+    TrainConfig.from_dict({"version": 1})
+    assert seen == list(range(1, CONFIG_VERSION))
+    seen.clear()
+    TrainConfig.from_dict({}, default_version=0)
+    assert seen == list(range(CONFIG_VERSION))
+    seen.clear()
+    TrainConfig.from_dict({"version": CONFIG_VERSION})
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("data", "grad_norm_steps", "batched"),
+    [
+        ({"interval": 5}, 5, False),  # no version: 0, the oldest format
+        ({"version": 1, "interval": 5}, 5, False),  # before G and populations: G = K, processes
+        ({"version": 1, "interval": 5, "grad_norm_steps": 3}, 3, False),  # before populations
+        ({"version": 1, "interval": 5, "grad_norm_steps": 3, "batched": True}, 3, True),
+        ({"version": 2, "interval": 5}, 2, True),  # today's format: today's defaults
+    ],
+)
+def test_config_files_migrate_by_version(
+    tmp_path: Path, data: dict, grad_norm_steps: int, batched: bool
+) -> None:
+    cfg = TrainConfig.load(_write(tmp_path, data))
+    assert (cfg.interval, cfg.grad_norm_steps, cfg.batched) == (5, grad_norm_steps, batched)
+    assert cfg.version == CONFIG_VERSION and cfg.total_timesteps == TrainConfig.total_timesteps
+
+
+def test_fields_in_code_are_todays_format() -> None:
+    """A dict without a version is read like keyword arguments: today's defaults."""
+    cfg = TrainConfig.from_dict({"interval": 5})
+    assert (cfg.grad_norm_steps, cfg.batched) == (2, True)
+    assert cfg == TrainConfig(interval=5)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"version": CONFIG_VERSION + 1}, f"config version {CONFIG_VERSION + 1} is newer than"),
+        ({"version": "2"}, "config version must be a whole number >= 0, got '2'"),
+        ({"version": -1}, "config version must be a whole number >= 0, got -1"),
+        ({"total_timesteps": "many"}, "config field total_timesteps must be int-valued"),
+        ({"batched": 1}, "config field batched must be bool-valued"),
+        ({"lr_band": [0.001, "x"]}, "config field lr_band must be tuple-valued"),
+    ],
+)
+def test_bad_config_files_are_config_errors(tmp_path: Path, data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig.load(_write(tmp_path, data))
+
+
+def test_cli_refuses_a_config_from_a_newer_lrctl(tmp_path: Path, capsys) -> None:
+    path = _write(tmp_path, {"version": CONFIG_VERSION + 1})
+    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lrctl: error: {path}: config version {CONFIG_VERSION + 1} is newer")
+    assert "upgrade lrctl" in err and len(err.splitlines()) == 1

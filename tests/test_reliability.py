@@ -26,8 +26,8 @@ from lrctl.cli import main
 from lrctl.controller_file import save_controller
 from lrctl.env import DIVERGENCE_RETURN, LRControlEnv
 from lrctl.features import CLIP
+from lrctl.inner_run import InnerRun
 from lrctl.ppo import TrainConfig, latest_checkpoint
-from lrctl.training import InnerRun
 from tests.helpers import random_policy
 from tests.test_bench import TINY_SUITE
 from tests.test_ppo import TINY_EVAL
@@ -164,10 +164,12 @@ def test_unwritable_outputs_are_one_line_errors(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--run-dir", str(blocker / "run"), "--timesteps", "64"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("lrctl: error: cannot write") and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"lrctl: error: cannot write {blocker / 'run'}: Not a directory")
+    assert len(err.strip().splitlines()) == 1
     assert main(["bench", "--quick", "--tasks", "wine_mlp", "--out", str(blocker / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("lrctl: error:") and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"lrctl: error: cannot write {blocker / 'out'}/")
+    assert f"(--out {blocker / 'out'})" in err and len(err.strip().splitlines()) == 1
     assert not run.exists()
 
 

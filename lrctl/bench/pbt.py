@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from lrctl.bench.plan import RunConfig, ScheduleParams, run_spec
+from lrctl.errors import MissingDependencyError
 from lrctl.runs import History, Runs, make_history
 
 if TYPE_CHECKING:
@@ -123,11 +124,11 @@ def pbt_settings(grid: tuple[float, ...], tune_seeds: int, horizon: int) -> PBTS
 
 
 def require_ray_tune() -> ModuleType:
-    """The `ray.tune` module, or a ValueError saying how to install it."""
+    """The `ray.tune` module, or a MissingDependencyError saying how to install it."""
     try:
         from ray import tune
     except ImportError:
-        raise ValueError(
+        raise MissingDependencyError(
             f"population-based training (the 'pbt' tuner) needs Ray Tune, which is not "
             f"installed: {RAY_HINT}"
         ) from None
