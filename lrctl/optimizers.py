@@ -28,6 +28,21 @@ import torch
 
 from lrctl.errors import MissingDependencyError, UsageError
 from lrctl.hypergradient import SGDHD, AdamHD
+from lrctl.optimizer_names import (
+    OPTIMIZER_NAMES,
+    REFERENCE_SOURCE,
+    SAMPLED_OPTIMIZERS,
+    reference_source,
+)
+
+__all__ = [
+    "OPTIMIZER_NAMES",
+    "REFERENCE_SOURCE",
+    "SAMPLED_OPTIMIZERS",
+    "evaluation_mode",
+    "make_optimizer",
+    "reference_source",
+]
 
 Factory = Callable[[Iterable[torch.nn.Parameter], float], torch.optim.Optimizer]
 
@@ -69,22 +84,6 @@ _LR_ADAPTING: dict[str, Factory] = {
     "dadapt_adam": lambda p, lr: _package("dadaptation").DAdaptAdam(p, lr=lr),
 }
 
-REFERENCE_SOURCE: dict[str, str | float] = {
-    "sgd_hd": "sgd",
-    "adam_hd": "adam",
-    "schedulefree_adamw": "adamw",
-    "prodigy": 1.0,
-    "dadapt_adam": 1.0,
-}
-"""Reference LR of each LR-adapting optimizer: a sampled optimizer's name (the family's value
-for it is used: hypergradient methods start where their base optimizer does), or a fixed LR
-(Prodigy and D-Adaptation estimate the step size themselves; lr = 1 is their documented
-default, a multiplier on that estimate)."""
-
-SAMPLED_OPTIMIZERS: tuple[str, ...] = tuple(_SAMPLED)
-"""The torch.optim optimizers task families sample and the env trains the controller on."""
-OPTIMIZER_NAMES: tuple[str, ...] = SAMPLED_OPTIMIZERS + tuple(_LR_ADAPTING)
-"""Every name `make_optimizer` builds (the benchmark's methods may use any)."""
 _FACTORIES: dict[str, Factory] = {**_SAMPLED, **_LR_ADAPTING}
 
 
@@ -99,19 +98,6 @@ def make_optimizer(
             f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZER_NAMES)}"
         ) from None
     return factory(params, lr)
-
-
-def reference_source(name: str) -> str | float:
-    """Where `name`'s reference LR comes from: a sampled optimizer (itself, or the base of an
-    LR-adapting one), whose value the task family holds, or a fixed LR."""
-    if name in _SAMPLED:
-        return name
-    try:
-        return REFERENCE_SOURCE[name]
-    except KeyError:
-        raise UsageError(
-            f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZER_NAMES)}"
-        ) from None
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import torch
 
 from lrctl.bench.methods import METHODS, get_methods
 from lrctl.bench.plan import BenchConfig, make_plan
+from lrctl.inner_run import InnerRun
 from lrctl.optimizers import (
     OPTIMIZER_NAMES,
     REFERENCE_SOURCE,
@@ -23,7 +24,6 @@ from lrctl.optimizers import (
     make_optimizer,
 )
 from lrctl.tasks import FAMILIES, FamilyConfig, SuiteError, load_suite
-from lrctl.inner_run import InnerRun
 from lrctl.training import train
 
 LR_FREE = {
@@ -168,3 +168,16 @@ def test_bench_plans_them_tuned_or_at_lr_one() -> None:
             ref = family.reference_lr(m.optimizer)
             assert [r.base_lr for r in runs] == pytest.approx([0.1 * ref, ref, 10 * ref])
     assert {METHODS[n].optimizer for n in names} == set(NEW)
+
+
+def test_the_name_table_and_the_factories_agree() -> None:
+    """lrctl.optimizer_names (what tasks and suites import) names exactly what
+    lrctl.optimizers builds."""
+    from lrctl import optimizers
+    from lrctl.optimizer_names import LR_ADAPTING_OPTIMIZERS, OPTIMIZER_NAMES, SAMPLED_OPTIMIZERS
+
+    assert tuple(optimizers._SAMPLED) == SAMPLED_OPTIMIZERS
+    assert tuple(optimizers._LR_ADAPTING) == LR_ADAPTING_OPTIMIZERS
+    for name in OPTIMIZER_NAMES:
+        p = torch.nn.Parameter(torch.zeros(2))
+        assert isinstance(optimizers.make_optimizer(name, [p], 0.1), torch.optim.Optimizer)

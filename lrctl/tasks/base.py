@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrctl.optimizers import SAMPLED_OPTIMIZERS, reference_source
+from lrctl.optimizer_names import SAMPLED_OPTIMIZERS, reference_source
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
