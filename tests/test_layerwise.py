@@ -21,10 +21,10 @@ from lrctl.controller_file import ControllerWeights
 from lrctl.env import LRControlEnv
 from lrctl.features import FEATURE_NAMES, OBS_DIM, FeatureTracker
 from lrctl.grad_norms import combine
+from lrctl.inner_run import InnerRun
 from lrctl.param_groups import layer_param_groups
 from lrctl.policies import make_policy, rollout
 from lrctl.tasks import FAMILIES, RunSpec
-from lrctl.inner_run import InnerRun
 from lrctl.training import train
 from tests.helpers import constant_policy, random_policy, tiny_regression
 

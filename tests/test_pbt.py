@@ -37,9 +37,9 @@ from lrctl.bench.report import BUDGET_COLUMN
 from lrctl.bench.store import RunStore, make_record
 from lrctl.bench.tuners import PBTTuner, make_tuner
 from lrctl.cli import main
+from lrctl.inner_run import InnerRun
 from lrctl.tasks import load_suite
 from lrctl.tasks.base import Split, Task
-from lrctl.inner_run import InnerRun
 from lrctl.training import train
 from tests.helpers import tiny_regression
 

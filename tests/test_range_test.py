@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lrctl.cli import main
+from lrctl.inner_run import InnerRun
 from lrctl.range_test import (
     REFERENCE_SPAN,
     RangeTestResult,
@@ -21,7 +22,6 @@ from lrctl.range_test import (
     suggest_lr,
 )
 from lrctl.tasks import FAMILIES, RunSpec, Split, Task, load_suite
-from lrctl.inner_run import InnerRun
 from lrctl.training import train
 from tests.helpers import tiny_regression
 
