@@ -19,9 +19,9 @@ import time
 
 import torch
 
+from lrctl.inner_run import InnerRun
 from lrctl.optimizers import make_optimizer
 from lrctl.tasks import FAMILIES, RunSpec, Task
-from lrctl.inner_run import InnerRun
 
 
 def recorded_loop(task: Task, spec: RunSpec, steps: int) -> tuple[float, list[torch.Tensor]]:
