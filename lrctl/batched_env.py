@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from lrctl.actions import ActionSpec
+from lrctl.actions import ActionSpec, cosine_anchor
 from lrctl.episodes import Episodes, TaskCache, resolve_action_spec, spec_family, step_info
 from lrctl.errors import UsageError
 from lrctl.features import CLIP, OBS_DIM, FeatureTracker
@@ -169,6 +169,7 @@ class BatchedLRControlEnv(VecEnv):
         device: torch.device | str = "cpu",
         seed: int | None = None,
         generic: bool = False,
+        relative: bool = False,
     ) -> None:
         if n < 1:
             raise UsageError(f"n (members) must be >= 1, got {n}")
@@ -184,6 +185,10 @@ class BatchedLRControlEnv(VecEnv):
         self.redraw_after = int(redraw_after)
         self.device = torch.device(device)
         self.generic = generic
+        self.relative = bool(relative)
+        # Runs per member: the member's own, and with the relative reward its reference run
+        # (rows n..2n-1 of the population: the same spec and seed under cosine).
+        self._copies = 2 if self.relative else 1
         self.rng = np.random.default_rng(seed)
         self._tasks = TaskCache(max_val_examples, self.device)
         super().__init__(
@@ -195,7 +200,7 @@ class BatchedLRControlEnv(VecEnv):
         self.family: TaskFamily | None = None
         self.runs: Runs | None = None
         self.tracker = FeatureTracker(n)
-        self.episodes = Episodes(n)
+        self.episodes = Episodes(n, relative=self.relative)
         self.specs: list[RunSpec | None] = [None] * n
         self._names: list[str] = [""] * n
         self._lr, self._base_lr = np.zeros(n), np.ones(n)
@@ -230,18 +235,17 @@ class BatchedLRControlEnv(VecEnv):
         dead = episodes.dead.copy()  # their block is trained with the others, then ignored
         lengths = np.minimum(k, episodes.horizon - episodes.t)
         spec = self.action_spec
+        rows = np.arange(n)
         if spec.anchored:
             factor, log_scale = spec.decide(self._factor, self._log_scale, acts, episodes.horizon)
             self._factor = np.where(dead, self._factor, factor)
             self._log_scale = np.where(dead, self._log_scale, log_scale)
-            step_lrs = self._anchored_lrs(np.arange(n), k)
-            self._lr = step_lrs[np.arange(n), np.maximum(lengths, 1) - 1]
-            block = self.runs.run_block(lengths, None, spec.grad_norm_steps, step_lrs=step_lrs)
         else:
             self._lr = np.where(dead, self._lr, spec.next_lr(self._lr, self._base_lr, acts))
-            block = self.runs.run_block(lengths, self._lr, spec.grad_norm_steps)
-        reward, diverged, truncated = episodes.step(block.lengths, block.val_loss, block.diverged)
-        rows = np.arange(n)
+        block, ref_val = self._run(self.runs, rows, lengths, k)
+        reward, diverged, truncated = episodes.step(
+            block.lengths, block.val_loss, block.diverged, ref_val
+        )
         obs = self._observe(rows, block)
         train_loss, val_loss = block.train_loss(), block.val_loss.copy()
         obs[dead] = self._obs[dead]
@@ -343,8 +347,8 @@ class BatchedLRControlEnv(VecEnv):
         self.shared = shared
         task = self._tasks.get(self.family, shared)
         self.runs = Runs.population(
-            task, shared.optimizer, self.num_envs, self.action_spec.interval, self.device,
-            generic=self.generic,
+            task, shared.optimizer, self._copies * self.num_envs, self.action_spec.interval,
+            self.device, generic=self.generic,
         )  # fmt: skip
         self.tracker = FeatureTracker(self.num_envs)
         self._episodes[:] = 0
@@ -356,12 +360,16 @@ class BatchedLRControlEnv(VecEnv):
         whole = len(rows) == self.num_envs
         k = self.action_spec.interval
         runs = self.runs
+        own_rows = rows if whole else np.arange(len(rows))  # the members' rows in `runs`
         if not whole:
             pop = runs.pop
             runs = Runs.population(
-                pop.task, pop.optimizer.name, len(rows), k, self.device, self.generic
-            )
-        runs.start(rows if whole else range(len(rows)), [s.seed for s in specs])
+                pop.task, pop.optimizer.name, self._copies * len(rows), k, self.device,
+                self.generic,
+            )  # fmt: skip
+        offset = self.num_envs if whole else len(rows)
+        run_rows = np.concatenate([own_rows + c * offset for c in range(self._copies)])
+        runs.start(run_rows, [s.seed for s in specs] * self._copies)
         for r, s in zip(rows, specs, strict=True):
             self.specs[r], self._names[r] = s, s.describe()
         base = np.array([s.base_lr for s in specs], dtype=np.float64)
@@ -369,24 +377,43 @@ class BatchedLRControlEnv(VecEnv):
         self._factor[rows], self._log_scale[rows] = 1.0, 0.0
         self.tracker.reset(np.isin(np.arange(self.num_envs), rows))
         horizons = [s.steps for s in specs]
-        lengths = np.full(len(rows), k)
-        if self.action_spec.anchored:
-            self.episodes.t[rows], self.episodes.horizon[rows] = 0, horizons
-            step_lrs = self._anchored_lrs(rows, k)
-            self._lr[rows] = step_lrs[:, -1]
-            block = runs.run_block(
-                lengths, None, self.action_spec.grad_norm_steps, step_lrs=step_lrs
-            )
-        else:
-            block = runs.run_block(lengths, base, self.action_spec.grad_norm_steps)
-        self.episodes.start(rows, horizons, k, block.val_loss, block.diverged)
+        self.episodes.t[rows], self.episodes.horizon[rows] = 0, horizons
+        block, ref_val = self._run(runs, rows, np.full(len(rows), k), k)
+        self.episodes.start(rows, horizons, k, block.val_loss, block.diverged, ref_val)
         obs = self._observe(rows, block)
         if not whole:
-            self.runs.copy_rows(rows, runs)
+            every = np.concatenate([rows + c * self.num_envs for c in range(self._copies)])
+            self.runs.copy_rows(every, runs)
         infos = self._infos(rows, block.train_loss(), block.val_loss, block.diverged)
         for r, info in zip(rows, infos, strict=True):
             self.reset_infos[r] = info
         return obs
+
+    def _run(
+        self, runs: Runs, rows: np.ndarray, lengths: np.ndarray, k: int
+    ) -> tuple[Block, np.ndarray | None]:
+        """Members `rows` (all of `runs`' members, in order) train their next block at their
+        LRs; with the relative reward their reference runs too, under cosine. Returns the
+        members' block and the references' validation losses (None without references)."""
+        spec = self.action_spec
+        if spec.anchored:
+            own = self._anchored_lrs(rows, k)
+            self._lr[rows] = own[np.arange(len(rows)), np.maximum(lengths, 1) - 1]
+        elif not self.relative:  # one LR per member for the block
+            return runs.run_block(lengths, self._lr[rows], spec.grad_norm_steps), None
+        else:
+            own = np.repeat(self._lr[rows, None], k, axis=1)
+        if not self.relative:
+            return runs.run_block(lengths, None, spec.grad_norm_steps, step_lrs=own), None
+        episodes = self.episodes
+        t = episodes.t[rows, None] + np.arange(k)[None, :]
+        ref = self._base_lr[rows, None] * cosine_anchor(t, episodes.horizon[rows, None])
+        both = runs.run_block(
+            np.concatenate([lengths, lengths]), None, spec.grad_norm_steps,
+            step_lrs=np.concatenate([own, ref]),
+        )  # fmt: skip
+        m = len(rows)
+        return both.rows(np.arange(m)), both.val_loss[m:]
 
     def _anchored_lrs(self, rows: np.ndarray, k: int) -> np.ndarray:
         """Members `rows`' LRs at the next k steps, [len(rows), k]: base * anchor(t) * factor."""

@@ -39,6 +39,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "seed": args.seed,
             "batched": False if args.no_batched else None,
             "action_mode": args.action_mode,
+            "relative_reward": True if args.relative_reward else None,
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = TrainConfig.from_dict(data, "command line")
@@ -340,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("recursive", "anchored"),
         help="recursive: lr <- lr x m^a each decision (default); anchored: a bounded factor "
         "around cosine annealing, re-anchored every step (lrctl.actions)",
+    )
+    p.add_argument(
+        "--relative-reward",
+        action="store_true",
+        help="reward the improvement over a reference run under cosine at the same base LR "
+        "(twice the inner steps; TrainConfig.relative_reward)",
     )
     p.add_argument("--timesteps", type=int, help="total PPO timesteps (controller decisions)")
     p.add_argument(

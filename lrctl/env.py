@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from lrctl.actions import ActionSpec
+from lrctl.actions import ActionSpec, cosine_anchor
 from lrctl.episodes import (
     DIVERGENCE_RETURN,
     REWARD_BOUND,
@@ -105,6 +105,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
       per-decision validation pass cheap; None keeps whole splits.
     - `device`: where the inner runs train.
     - `per_group`: layer-wise control (below); False by default.
+    - `relative`: reward relative to a reference run, the same spec and seed under cosine
+      annealing from the base LR (`lrctl.episodes`); a diverged episode then returns
+      `RELATIVE_DIVERGENCE_RETURN`. False by default.
 
     ## Per-group (layer-wise) mode
 
@@ -149,6 +152,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         device: torch.device | str = "cpu",
         render_mode: str | None = None,
         per_group: bool = False,
+        relative: bool = False,
     ) -> None:
         if render_mode is not None:
             raise UsageError(f"LRControlEnv has no render modes; got render_mode={render_mode!r}")
@@ -169,7 +173,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self.run_spec: RunSpec | None = None
         self.runs: Runs | None = None
         self.tracker = FeatureTracker(1)
-        self.episode = Episodes(1)
+        self.relative = bool(relative)
+        self.episode = Episodes(1, relative=self.relative)
+        self.reference: Runs | None = None  # relative reward: the same run under cosine
         self._factor, self._log_scale = 1.0, 0.0  # the action state (`ActionSpec.decide`)
         self._done = True
         self._obs = np.zeros(OBS_DIM, np.float32)
@@ -203,6 +209,11 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
                 "anchored action spec"
             )
         self._factor, self._log_scale = 1.0, 0.0
+        if self.relative:
+            self.reference = Runs.single(
+                task, spec.optimizer, spec.base_lr, capacity=spec.steps, seed=spec.seed,
+                device=self.device,
+            )  # fmt: skip
         if self.per_group:  # this model's number of layers: the spaces' shapes
             n = len(self.run.group_sizes)
             self.tracker = FeatureTracker(n)
@@ -213,7 +224,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self._done = False
         # The first block runs at the base LR, as in the runtime controller.
         obs, block = self._block()
-        self.episode.start([0], [spec.steps], block.lengths, block.val_loss, block.diverged)
+        self.episode.start(
+            [0], [spec.steps], block.lengths, block.val_loss, block.diverged, self._reference()
+        )
         self._obs = obs
         return obs, self._info(block)
 
@@ -221,8 +234,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         if self.runs is None or self.run_spec is None or self._done:
             raise RuntimeError("the episode is over (or never started); call reset() first")
         if self.episode.dead[0]:  # the first block, at reset, already diverged: no training
+            inf = np.full(1, np.inf)
             reward, _, _ = self.episode.step(
-                np.zeros(1, np.int64), np.full(1, np.inf), np.ones(1, bool)
+                np.zeros(1, np.int64), inf, np.ones(1, bool), inf if self.relative else None
             )
             self._done = True
             return self._obs.copy(), float(reward[0]), True, False, self._info(None)
@@ -240,7 +254,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         obs, block = self._block()
         self._obs = obs
         reward, terminated, truncated = self.episode.step(
-            block.lengths, block.val_loss, block.diverged
+            block.lengths, block.val_loss, block.diverged, self._reference()
         )
         self._done = bool(terminated[0] or truncated[0])
         info = self._info(block)
@@ -264,6 +278,17 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             self.action_spec.next_lr(float(g["lr"]), base, float(ai))
             for g, ai in zip(groups, a, strict=True)
         ]
+
+    def _reference(self) -> np.ndarray | None:
+        """Relative reward: advance the reference run (cosine from the base LR) as far as the
+        episode's run went; its validation loss."""
+        if self.reference is None:
+            return None
+        spec, ref = self.run_spec, self.reference
+        start = int(ref.t[0])
+        t = np.arange(start, self.run.t)
+        lrs = spec.base_lr * cosine_anchor(t, spec.steps)
+        return ref.run_block(len(t), grad_norm_steps=1, step_lrs=lrs).val_loss
 
     def _block(self):
         """Run K steps at the current LR through the core (`Runs.run_block`: one host read,

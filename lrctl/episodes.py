@@ -11,6 +11,13 @@ the same rules, written here over arrays of N episodes:
   return. An episode whose first block (at reset) already diverged is *dead*: its next step
   terminates it without training.
 - **Truncation** at the run spec's horizon T.
+- **Relative reward** (`relative=True`): each episode has a *reference run*, the same run
+  spec and seed under cosine annealing from the same base LR, trained alongside, and the
+  reward is the episode's improvement minus the reference's over the same block:
+  r_t = (l_{t-1} - l_t) - (l'_{t-1} - l'_t). The return telescopes to
+  (log V_0 - l_T) - (log V'_0 - l'_T) ≈ log(V'_T / V_T): how much better than cosine at the
+  same LR the run ended, a number that means the same on every task. Its normal range is
+  [-2B, 2B], so a diverged episode then returns `RELATIVE_DIVERGENCE_RETURN` = -(2B + 1).
 
 Also shared by both envs: the run-spec and task plumbing (`spec_family`, `TaskCache` with its
 fixed validation subsets), the `info` dict (`step_info`) and the action-spec overrides.
@@ -34,6 +41,9 @@ return lies in [-B, B]; a diverged episode's return is exactly -(B + 1)."""
 
 DIVERGENCE_RETURN = -(REWARD_BOUND + 1.0)
 """The return of every diverged episode: below any normal return."""
+
+RELATIVE_DIVERGENCE_RETURN = -(2.0 * REWARD_BOUND + 1.0)
+"""With the relative reward, the return of every diverged episode: below any normal return."""
 
 VAL_SUBSET_SEED = 20_241_125
 """Seed of the fixed validation subset drawn once per task when the split is larger than
@@ -147,10 +157,15 @@ class Episodes:
 
     `start(rows, ...)` begins episodes after their first block; `step(...)` scores the next
     block of every episode and says which ended. `t` counts each episode's inner steps (a dead
-    episode's do not advance), `horizon` its T."""
+    episode's do not advance), `horizon` its T. With `relative`, both also take the reference
+    runs' validation losses (module docstring)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, relative: bool = False) -> None:
         self.n = n
+        self.relative = relative
+        self.divergence_return = RELATIVE_DIVERGENCE_RETURN if relative else DIVERGENCE_RETURN
+        self.ref_log_v0 = np.zeros(n)
+        self.ref_log_v = np.zeros(n)  # the reference runs' clipped log validation loss
         self.t = np.zeros(n, np.int64)
         self.horizon = np.ones(n, np.int64)
         self.log_v0 = np.zeros(n)
@@ -165,29 +180,52 @@ class Episodes:
         steps: np.ndarray | int,
         val_loss: np.ndarray,
         diverged: np.ndarray,
+        ref_val_loss: np.ndarray | None = None,
     ) -> None:
         """Episodes in `rows` begin: their first block ran `steps`, ended with `val_loss`
-        (V_0) or diverged (the episode is dead)."""
+        (V_0) or diverged (the episode is dead); `ref_val_loss`: the reference runs' V'_0."""
         self.t[rows], self.horizon[rows], self.returns[rows] = steps, horizon, 0.0
         self.dead[rows] = diverged
         with np.errstate(invalid="ignore"):
             log_v0 = np.where(diverged, 0.0, log_loss(np.asarray(val_loss, dtype=np.float64)))
         self.log_v0[rows], self.log_v[rows] = log_v0, log_v0
+        if self.relative:
+            if ref_val_loss is None:
+                raise ValueError("relative episodes need the reference runs' validation loss")
+            ref = np.asarray(ref_val_loss, dtype=np.float64)
+            with np.errstate(invalid="ignore"):  # a diverged reference reads as the bound
+                ref_log = clipped_log_loss(np.where(np.isfinite(ref), ref, np.inf), log_v0)
+            self.ref_log_v0[rows], self.ref_log_v[rows] = ref_log, ref_log
 
     def step(
-        self, steps: np.ndarray, val_loss: np.ndarray, diverged: np.ndarray
+        self,
+        steps: np.ndarray,
+        val_loss: np.ndarray,
+        diverged: np.ndarray,
+        ref_val_loss: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Score one block of every episode (a dead one's block is ignored): each ran `steps`,
-        ended with `val_loss`, or `diverged`. Returns (reward, terminated, truncated), [N]."""
+        ended with `val_loss`, or `diverged` (`ref_val_loss`: the reference runs', relative
+        episodes only). Returns (reward, terminated, truncated), [N]."""
         dead = self.dead.copy()
         self.t += np.where(dead, 0, np.asarray(steps, np.int64))
         with np.errstate(invalid="ignore"):
             log_v = clipped_log_loss(np.asarray(val_loss, dtype=np.float64), self.log_v0)
         diverged = np.asarray(diverged, bool)
-        reward = np.where(diverged, DIVERGENCE_RETURN - self.returns, self.log_v - log_v)
+        improvement = self.log_v - log_v
+        if self.relative:
+            if ref_val_loss is None:
+                raise ValueError("relative episodes need the reference runs' validation loss")
+            ref = np.asarray(ref_val_loss, dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                ref_log_v = clipped_log_loss(np.where(np.isfinite(ref), ref, np.inf), self.log_v0)
+            improvement = improvement - (self.ref_log_v - ref_log_v)
+            self.ref_log_v = ref_log_v
+        lost = self.divergence_return - self.returns
+        reward = np.where(diverged, lost, improvement)
         self.log_v = np.where(diverged, self.log_v, log_v)
         # Episodes whose first block diverged end now, without training.
-        reward[dead] = DIVERGENCE_RETURN - self.returns[dead]
+        reward[dead] = lost[dead]
         terminated = diverged | dead
         self.returns += reward
         truncated = ~terminated & (self.t >= self.horizon)

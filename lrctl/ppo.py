@@ -113,6 +113,10 @@ class TrainConfig:
     no scale term)."""
     scale_band: tuple[float, float] = (0.1, 10.0)
     """Anchored: the range of the slow scale term."""
+    relative_reward: bool = False
+    """Reward each block's improvement minus that of a reference run (the same spec and seed
+    under cosine from the same base LR, trained alongside: twice the inner steps), so that
+    returns mean "better than cosine at this LR" on every task (`lrctl.episodes`)."""
     n_steps: int = 0
     """Rollout length per env slot between PPO updates; 0: 512 without `batched`, else
     1024 // n_envs (at least 16), so that an update sees about as many decisions as the
@@ -292,6 +296,7 @@ def _v2_to_v3(data: dict) -> dict:
     suite the default `eval_suite`; a version-2 config used recursive actions and, unless it
     said otherwise, evaluated on the eval suite."""
     data.setdefault("action_mode", "recursive")
+    data.setdefault("relative_reward", False)
     data.setdefault("eval_suite", "eval")
     return data
 
@@ -302,12 +307,12 @@ is migrated by each from its own version on. A format change bumps `CONFIG_VERSI
 one function here."""
 
 
-def _env_factory(suite: str | Suite, spec: ActionSpec, seed: int):
+def _env_factory(suite: str | Suite, spec: ActionSpec, seed: int, relative: bool = False):
     def make():
         torch.set_num_threads(1)  # one core per env process; PPO's update runs in the parent
         import lrctl.env
 
-        env = lrctl.env.LRControlEnv(suite=suite, action_spec=spec)
+        env = lrctl.env.LRControlEnv(suite=suite, action_spec=spec, relative=relative)
         env.reset(seed=seed)
         return env
 
@@ -318,7 +323,9 @@ def _single_envs(
     suite: str | Suite, cfg: TrainConfig, n: int, first_seed: int, subprocess: bool
 ) -> VecEnv:
     """n single envs drawing from `suite`, in separate processes when subprocess and n > 1."""
-    factories = [_env_factory(suite, cfg.action_spec, first_seed + i) for i in range(n)]
+    factories = [
+        _env_factory(suite, cfg.action_spec, first_seed + i, cfg.relative_reward) for i in range(n)
+    ]
     if subprocess and n > 1:
         return SubprocVecEnv(factories, start_method="spawn")
     return DummyVecEnv(factories)
@@ -350,7 +357,13 @@ def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize
     default), monitored and normalised."""
     sizes, batched, n_single, single = _slot_split(cfg)
     parts: list[VecEnv] = [
-        BatchedLRControlEnv(size, batched, cfg.action_spec, redraw_after=cfg.redraw_after)
+        BatchedLRControlEnv(
+            size,
+            batched,
+            cfg.action_spec,
+            redraw_after=cfg.redraw_after,
+            relative=cfg.relative_reward,
+        )  # fmt: skip
         for size in sizes
     ]
     if n_single:
@@ -417,11 +430,14 @@ class EvalResult:
 def evaluate_on_suite(
     model: PPO, obs_rms, cfg: TrainConfig, episodes: int, seed: int = 10_000
 ) -> EvalResult:
-    """Deterministic episodes on the eval suite with fixed seeds, observations normalised with
-    the training statistics (frozen). Returns raw (unnormalised) returns."""
+    """Deterministic episodes on `cfg.eval_suite` with fixed seeds, observations normalised
+    with the training statistics (frozen). Returns raw (unnormalised) returns, with the reward
+    the run trains on (relative to cosine at the same LR, with `relative_reward`)."""
     import lrctl.env
 
-    env = lrctl.env.LRControlEnv(suite=cfg.eval_suite, action_spec=cfg.action_spec)
+    env = lrctl.env.LRControlEnv(
+        suite=cfg.eval_suite, action_spec=cfg.action_spec, relative=cfg.relative_reward
+    )
     returns, diverged, ratios = [], [], []
     for ep in range(episodes):
         obs, info = env.reset(seed=seed + ep)

@@ -65,6 +65,13 @@ class Block:
         g = min(grad_norm_steps, length)
         return self.losses[rows, :length], self.grad_norms[rows, length - g : length]
 
+    def rows(self, index: np.ndarray) -> Block:
+        """The block of runs `index` only."""
+        return Block(
+            self.lengths[index], self.losses[index], self.grad_norms[index],
+            self.val_loss[index], self.val_accuracy[index], self.diverged[index],
+        )  # fmt: skip
+
     def train_loss(self) -> np.ndarray:
         """Each run's mean training loss over its block, [N] (NaN/inf pass through)."""
         out = np.empty(len(self.lengths))

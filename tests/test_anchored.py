@@ -246,3 +246,55 @@ def test_env_and_controller_agree_on_the_lr_trajectory() -> None:
     history = train(task, spec.optimizer, spec.base_lr, spec.steps, spec.seed,
                     policy_fn=lambda o: LRController(o, spec.steps, controller=weights))  # fmt: skip
     np.testing.assert_allclose(history.steps.lr.to_numpy(), env.run.lrs, rtol=1e-12)
+
+
+# --- The relative reward: improvement over a reference run under cosine at the same LR. ---
+
+
+def test_relative_reward_is_zero_when_the_run_is_its_reference() -> None:
+    """Anchored at action 0 the run follows cosine from its base LR: exactly its reference run
+    (same spec, seed and LRs), so every relative reward is 0, in both envs."""
+    from lrctl.episodes import RELATIVE_DIVERGENCE_RETURN
+
+    spec = _spec(43)
+    env = LRControlEnv(action_spec=ANCHORED, relative=True)
+    env.reset(options={"spec": spec})
+    done, rewards = False, []
+    while not done:
+        _, r, terminated, truncated, _ = env.step(np.zeros(1, np.float32))
+        rewards.append(r)
+        done = terminated or truncated
+    assert rewards == [0.0] * 4
+    benv = BatchedLRControlEnv(2, action_spec=ANCHORED, relative=True, redraw_after=0, seed=1)
+    benv.set_options([{"spec": spec}, {"spec": replace(spec, seed=9, steps=80)}])
+    benv.reset()
+    for _ in range(3):
+        _, r, _, _ = benv.step(np.zeros((2, 1), np.float32))
+        assert r.tolist() == [0.0, 0.0]
+    assert RELATIVE_DIVERGENCE_RETURN == -15.0
+
+
+@pytest.mark.parametrize("action_spec", [ActionSpec(), ANCHORED])
+def test_relative_reward_batched_members_match_the_single_env(action_spec: ActionSpec) -> None:
+    base = _spec(80)
+    specs = [
+        replace(base, seed=1, steps=75),
+        replace(base, seed=2, steps=63, base_lr=base.base_lr * 3),
+    ]
+    actions = np.random.default_rng(1).uniform(-1, 1, (5, 2, 1)).astype(np.float32)
+    benv = BatchedLRControlEnv(2, action_spec=action_spec, relative=True, redraw_after=0, seed=5)
+    benv.set_options([{"spec": s} for s in specs])
+    benv.reset()
+    rewards_b = [benv.step(a)[1] for a in actions]
+    for m, spec in enumerate(specs):
+        env = LRControlEnv(action_spec=action_spec, relative=True)
+        env.reset(options={"spec": spec})
+        total = 0.0
+        for t, a in enumerate(actions):
+            _, reward, *_ = env.step(a[m])
+            assert reward == pytest.approx(float(rewards_b[t][m]), rel=5e-5, abs=5e-5)
+            total += reward
+        # The return telescopes: own improvement minus the reference's.
+        ep = env.episode
+        expected = (ep.log_v0[0] - ep.log_v[0]) - (ep.ref_log_v0[0] - ep.ref_log_v[0])
+        assert total == pytest.approx(expected, abs=1e-9)

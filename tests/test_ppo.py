@@ -196,6 +196,7 @@ def test_shipped_config_loads_with_its_own_values() -> None:
         "residual": 1.0,
         "scale_time": 0.0,
         "scale_band": [0.1, 10.0],
+        "relative_reward": False,
     }
 
 
