@@ -363,7 +363,7 @@ def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize
             cfg.action_spec,
             redraw_after=cfg.redraw_after,
             relative=cfg.relative_reward,
-        )  # fmt: skip
+        )
         for size in sizes
     ]
     if n_single:
