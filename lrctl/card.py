@@ -86,6 +86,29 @@ def _envs_line(cfg: dict) -> str:
     return f"{n} environments in parallel (SubprocVecEnv)"
 
 
+def _action_line(cfg: dict) -> str:
+    """What the policy's action does, from the run's config (recursive or anchored)."""
+    band = f"[{cfg['lr_band'][0]}, {cfg['lr_band'][1]}]"
+    if cfg.get("action_mode", "recursive") == "anchored":
+        scale = ""
+        if cfg.get("scale_time", 0.0) > 0:
+            lo, hi = cfg["scale_band"]
+            scale = (
+                f", times a slow scale term in [{lo}, {hi}] that can cross its range in "
+                f"{cfg['scale_time']:.0%} of a run"
+            )
+        return (
+            f"A PPO policy that sets the learning rate every {cfg['interval']} optimizer steps to "
+            f"cosine annealing from the base LR times exp({cfg['residual']} x a), a in [-1, 1]"
+            f"{scale}, re-anchored every step and kept within {band} x the cosine value,"
+        )
+    m = cfg["max_multiplier"]
+    return (
+        f"A PPO policy that multiplies the learning rate by a factor in [1/{m}, {m}] every "
+        f"{cfg['interval']} optimizer steps, within {band} x the base LR,"
+    )
+
+
 def write_card(
     run_dir: str | Path,
     controller_file: str | Path,
@@ -107,8 +130,7 @@ def write_card(
     envs = _envs_line(cfg)
     text = f"""# lrctl default controller
 
-A PPO policy that multiplies the learning rate by a factor in [1/{cfg["max_multiplier"]}, {cfg["max_multiplier"]}]
-every {cfg["interval"]} optimizer steps, within [{cfg["lr_band"][0]}, {cfg["lr_band"][1]}] x the base LR,
+{_action_line(cfg)}
 from the scale-free features of `lrctl/features.py` (version in the file's metadata).
 
 - File: `{controller_file.name}` (safetensors, no pickle; `lrctl info {controller_file}`)
