@@ -36,7 +36,7 @@ def test_slots_split_by_suite_weight_into_populations(mixed_cfg):
     assert sizes == [3, 2] and n_single == 3  # weights 1:1:1 -> 8 slots = 5 batched + 3 single
     assert batched.family_names == ("breast_cancer_logreg", "noisy_quadratic")
     assert single.family_names == ("char_gru",)
-    train_cfg = TrainConfig(n_envs=40, population=16)
+    train_cfg = TrainConfig(suite="train_v1", n_envs=40, population=16)
     assert _slot_split(train_cfg)[0] == [14, 13, 13] and _slot_split(train_cfg)[2] == 0
     assert _slot_split(TrainConfig(n_envs=3, batched=False))[:3:2] == ([], 3)
     assert TrainConfig().resolved_n_envs() == 32 and TrainConfig().resolved_n_steps() == 32
