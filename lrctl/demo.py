@@ -18,9 +18,12 @@ import numpy as np
 import pandas as pd
 
 from lrctl.atomic import atomic_write_text
+from lrctl.bench.outcome import BenchOutcome
 from lrctl.bench.plan import BenchConfig, make_plan
+from lrctl.bench.plots import method_style
 from lrctl.bench.report import mean_std_cell, runs_frame
-from lrctl.bench.runner import BenchOutcome, execute_plan
+from lrctl.bench.runner import execute_plan
+from lrctl.plotting import mean_curve, pyplot, save_png
 
 DEMO_METHODS = (
     "controller_momentum",
@@ -100,8 +103,6 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 def _plot(
     outcome: BenchOutcome, runs: pd.DataFrame, records: dict[str, dict], path: Path, title: str
 ) -> None:
-    from lrctl.bench.plots import mean_curve, method_style, pyplot, save_png
-
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for method, sel in runs.groupby("method", sort=False):

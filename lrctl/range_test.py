@@ -22,6 +22,8 @@ import pandas as pd
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from lrctl.errors import UsageError
+from lrctl.plotting import pyplot, save_png
 from lrctl.tasks.base import RunSpec, TaskFamily
 
 MIN_STEPS = 10
@@ -55,7 +57,7 @@ def exponential_lr(step: int, min_lr: float, max_lr: float, steps: int) -> float
 
 def _check_steps(steps: int) -> None:
     if steps < MIN_STEPS:
-        raise ValueError(
+        raise UsageError(
             f"steps must be at least {MIN_STEPS} (the suggestion needs a burn-in and a slope "
             f"window), got {steps}; 100 is usual"
         )
@@ -65,12 +67,12 @@ def _check_settings(
     min_lr: float, max_lr: float, steps: int, smoothing: float, factor: float
 ) -> None:
     if not 0 < min_lr < max_lr or not math.isfinite(max_lr):
-        raise ValueError(f"need 0 < min_lr < max_lr (finite), got {min_lr:g} .. {max_lr:g}")
+        raise UsageError(f"need 0 < min_lr < max_lr (finite), got {min_lr:g} .. {max_lr:g}")
     _check_steps(steps)
     if not 0 < smoothing <= 1:
-        raise ValueError(f"smoothing must be in (0, 1], got {smoothing:g}")
+        raise UsageError(f"smoothing must be in (0, 1], got {smoothing:g}")
     if not factor > 1:
-        raise ValueError(f"diverge_factor must be above 1, got {factor:g}")
+        raise UsageError(f"diverge_factor must be above 1, got {factor:g}")
 
 
 def _window_fits(x: np.ndarray, y: np.ndarray, w: int) -> tuple[np.ndarray, ...]:
@@ -128,7 +130,7 @@ def suggest_lr(
     bad = np.flatnonzero(~np.isfinite(losses))
     end = int(bad[0]) if len(bad) else n
     if (losses[:end] < 0).any():
-        raise ValueError(
+        raise UsageError(
             "the range test compares losses as ratios, so they must not be negative; "
             f"got {losses[:end].min():.3g} (shift the loss by a constant)"
         )
@@ -197,8 +199,6 @@ class RangeTestResult:
     def plot(self, path: str | Path, reference_lr: float | None = None, title: str = "") -> Path:
         """Write a PNG of raw and smoothed loss against LR (log axis), the suggestion marked
         (and `reference_lr` if given). Written atomically: a temp file, then a rename."""
-        from lrctl.bench.plots import pyplot, save_png
-
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(7.0, 4.5))
         raw = np.where(np.isfinite(self.losses), self.losses, np.nan)
@@ -340,7 +340,7 @@ def range_test_task(
     (validation and test data are never read), LRs from the family's reference LR for that
     optimizer × 1e-4 up to × 1e2 (`REFERENCE_SPAN`). `result.steps` is the inner-step budget
     the test used."""
-    from lrctl.training import InnerRun
+    from lrctl.inner_run import InnerRun
 
     _check_steps(steps)  # before building the task
     task = family.build(spec)

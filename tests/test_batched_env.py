@@ -95,6 +95,9 @@ FAMILY_OPTIMIZERS = [  # (family, optimizer, generic): generic forces the vmap p
     ("noisy_quadratic", "nesterov", False),
     ("wine_mlp", "adagrad", False),
     ("digits_cnn", "adam", False),
+    ("teacher_mlp", "adam", False),
+    ("friedman_mlp", "momentum", False),
+    ("teacher_regression", "adagrad", False),
 ]
 
 

@@ -1,7 +1,9 @@
-"""lrctl bench: plan, tuning rule, store, resume after a kill, reports, Ray, command line.
+"""lrctl bench: plan, tuning rule, store, resume after a kill, reports, plots, the controller
+replay, Ray, command line.
 
 One tiny sweep (2 tasks x 3 methods, 2 final seeds, 2 tuning seeds, a 3-point grid, 40 steps)
-is run once per module and checked from several sides.
+is run once per module and checked from several sides; a second one adds the controller's
+replay.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from lrctl.actions import ActionSpec
 from lrctl.bench import BenchConfig, make_plan, run_bench
 from lrctl.bench.methods import METHODS, Method, get_methods
 from lrctl.bench.plan import FULL_GRID, RunConfig, choose_factor, log_grid
-from lrctl.bench.report import RUN_COLUMNS, quality_bar, win_rate
+from lrctl.bench.quality import quality_bar
+from lrctl.bench.report import RUN_COLUMNS, win_rate
 from lrctl.bench.store import RunStore
 from lrctl.cli import main
 from lrctl.controller_file import save_controller
@@ -104,7 +107,8 @@ def test_runs_csv_columns_and_rows(tiny: dict) -> None:
     for name in ("loss_curves.png", "lr_trajectories.png", "robustness.png"):
         assert (tiny["dir"] / name).read_bytes()[:4] == b"\x89PNG"
     index = (tiny["root"] / "out" / "README.md").read_text()
-    assert "[tiny/summary.md](tiny/summary.md)" in index and "suite `tiny`" in index
+    assert "[summary.md](tiny/summary.md)" in index and "## Suite `tiny`" in index
+    assert (tiny["dir"] / "standing.md").read_text().startswith("## Suite `tiny` (revision 1)")
 
 
 def test_histories_match_runs(tiny: dict) -> None:
@@ -387,3 +391,109 @@ def test_cli_methods_all(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     has_ray = importlib.util.find_spec("ray") is not None
     expected = [n for n, m in METHODS.items() if has_ray or m.tuner != "pbt"]
     assert list(seen["c"].methods) == expected
+
+
+# --- The controller replay: the controller's own mean LR curve as a fixed schedule. ---
+
+REPLAY_METHODS = ("controller_replay_momentum", "momentum_cosine")
+
+
+@pytest.fixture(scope="module")
+def replay(tiny: dict) -> dict:
+    config = BenchConfig(
+        suite=str(tiny["suite"]), methods=REPLAY_METHODS, seeds=2, tune_seeds=2, grid=TINY_GRID
+    )
+    out = tiny["root"] / "replay"
+    outcome = run_bench(config, out=out, controller=tiny["controller"], workers=1, progress=False)
+    return {"outcome": outcome, "dir": out / "tiny", "runs": pd.read_csv(out / "tiny" / "runs.csv")}
+
+
+def test_replay_adds_its_controller_and_replays_its_geometric_mean_lr(replay: dict) -> None:
+    outcome, runs = replay["outcome"], replay["runs"]
+    names = [m.name for m in outcome.plan.methods]
+    assert names[:2] == list(REPLAY_METHODS) and "controller_momentum" in names
+    steps = pd.read_csv(replay["dir"] / "steps.csv.gz")
+    lr = {h: g["lr"].to_numpy() for h, g in steps.groupby("config_hash")}
+    for task in ("wine_mlp", "breast_cancer_logreg"):
+        sel = runs[runs.task == task]
+        # The source: the controller at the reference LR on the tuning seeds (validation only).
+        source = sel[(sel.method == "controller_momentum") & (sel.role == "tune")]
+        assert sorted(source.seed) == [0, 1] and set(source.lr_factor) == {1.0}
+        assert source.test_loss.isna().all()
+        curves = np.stack([lr[h] for h in source.config_hash])
+        expected = np.exp(np.log(curves).mean(0))  # geometric mean per step
+        finals = sel[(sel.method == "controller_replay_momentum") & (sel.role == "final")]
+        assert sorted(finals.seed) == [1000, 1001]
+        for h in finals.config_hash:
+            np.testing.assert_allclose(lr[h], expected, rtol=1e-5)  # steps.csv: 6 digits
+        assert (finals.tune_trials == 1).all() and (finals.tune_steps == 2 * 40).all()
+        assert outcome.tuned[(task, "controller_replay_momentum")].lr_trajectory == pytest.approx(
+            tuple(expected), rel=1e-5
+        )
+    # The controller reacted to its runs: its two source curves differ somewhere.
+    assert not np.array_equal(*curves)
+
+
+def test_replay_is_reported(replay: dict) -> None:
+    summary = (replay["dir"] / "summary.md").read_text()
+    assert "**Controller replay** (controller_replay_momentum)" in summary
+    assert "| controller's LR curve replayed + SGD-momentum |" in summary
+    text = (replay["dir"] / "quality_bar.md").read_text()
+    assert "## The controller against its own LR curve, replayed" in text
+    assert (
+        "lower than its replayed LR curve's in" in text and "of 4 (task, optimizer, seed)" in text
+    )
+
+
+def test_warmup_cosine_joins_a_suite_with_a_transformer(tmp_path: Path) -> None:
+    suite = tmp_path / "lm.toml"
+    suite.write_text(
+        'version = 1\nname = "lm"\n\n[[family]]\nname = "char_transformer"\nsteps = [40, 40]\n'
+    )
+    plan = make_plan(BenchConfig(suite=str(suite), methods=("momentum_cosine",)))
+    assert [m.name for m in plan.methods] == [
+        "momentum_cosine", "adam_default", "momentum_warmup_cosine", "adamw_warmup_cosine",
+    ]  # fmt: skip
+    no_lm = make_plan(BenchConfig(suite="eval", tasks=("wine_mlp",), methods=("momentum_cosine",)))
+    assert [m.name for m in no_lm.methods] == ["momentum_cosine", "adam_default"]
+
+
+def test_replay_without_a_grid_still_replays(tiny: dict) -> None:
+    plan = make_plan(
+        BenchConfig(suite=str(tiny["suite"]), methods=REPLAY_METHODS, grid=(1.0,)),
+        tiny["controller"],
+    )
+    assert not plan.tuning
+    assert [m.name for _, m in plan.tune_targets()] == ["controller_replay_momentum"] * 2
+    assert {r.config.method for r in plan.initial_runs()} == {
+        "momentum_cosine", "adam_default", "controller_momentum",
+    }  # fmt: skip
+
+
+def test_replay_method_needs_its_controller() -> None:
+    with pytest.raises(ValueError, match="needs `replays`"):
+        Method("x", "x", "momentum", "replay", tuner="replay")
+    with pytest.raises(ValueError, match="goes with a tuner that finds an LR trajectory"):
+        Method("x", "x", "momentum", "cosine", tuner="replay", replays="controller_momentum")
+
+
+def test_plots_show_only_what_answers_each_panel(tiny: dict, replay: dict) -> None:
+    """One legend, outside the panels; per panel at most the six roles (controller, replay,
+    cosine and constant at the same LR, Adam, the best tuned method)."""
+    from lrctl.bench.plots import ROLES, _curves_plot, _robustness_plot
+
+    outcome, runs = replay["outcome"], replay["runs"]
+    records = {h: outcome.store.load(h) for h in outcome.configs}
+    for fig in (
+        _curves_plot(outcome, runs, records, "loss"),
+        _curves_plot(outcome, runs, records, "lr"),
+        _robustness_plot(outcome, runs),
+    ):
+        assert len(fig.legends) == 1
+        assert len(fig.legends[0].get_texts()) == len(ROLES)
+        axes = fig.get_axes()
+        assert len(axes) == 2  # one panel per task, one row: the one controller optimizer
+        for ax in axes:
+            assert ax.get_legend() is None
+            assert 1 <= len(ax.get_lines()) <= len(ROLES)
+            assert "best tuned: SGD-momentum + cosine" in ax.get_title()

@@ -144,9 +144,9 @@ def test_plan_runs_of_a_replay_method(suite: Path) -> None:
         plan.run("wine_mlp", m, 1.0, 1000, lr_trajectory=lrs[1:])
     with pytest.raises(ValueError, match="does not replay"):
         plan.run("wine_mlp", METHODS["momentum_cosine"], 1.0, 1000, lr_trajectory=lrs)
-    with pytest.raises(ValueError, match="go together"):
-        Method("x", "x", "momentum", REPLAY)  # a replay needs PBT to find its trajectory
-    with pytest.raises(ValueError, match="go together"):
+    with pytest.raises(ValueError, match="goes with a tuner"):
+        Method("x", "x", "momentum", REPLAY)  # a replay needs a tuner to find its trajectory
+    with pytest.raises(ValueError, match="goes with a tuner"):
         Method("x", "x", "momentum", "cosine", tuner="pbt")
 
 

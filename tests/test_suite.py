@@ -9,33 +9,67 @@ import pytest
 
 from lrctl.optimizers import SAMPLED_OPTIMIZERS
 from lrctl.tasks import FAMILIES, SuiteError, load_suite
-from lrctl.tasks.suite import SUITES_DIR
+from lrctl.tasks.suite import SUITE_NAMES, SUITES_DIR
+
+V1_FAMILIES = ("digits_mlp", "breast_cancer_logreg", "diabetes_mlp", "char_mlp", "noisy_quadratic")
 
 
 def test_shipped_suites_load() -> None:
     train = load_suite("train")
     evals = load_suite("eval")
-    assert train.name == "train"
-    assert evals.name == "eval"
+    val = load_suite("val")
+    v1 = load_suite("train_v1")
+    assert [s.name for s in (train, val, evals, v1)] == list(SUITE_NAMES)
+    assert (train.revision, val.revision, evals.revision, v1.revision) == (2, 1, 2, 1)
     assert train.path == SUITES_DIR / "train.toml"
-    assert train.family_names == (
-        "digits_mlp", "breast_cancer_logreg", "diabetes_mlp", "char_mlp", "noisy_quadratic",
+    assert v1.family_names == V1_FAMILIES
+    assert len(train.family_names) >= 10 and set(V1_FAMILIES) <= set(train.family_names)
+    # Revision 2 of eval keeps revision 1's families and their entries, and adds three.
+    assert evals.family_names == (
+        "digits_cnn", "wine_mlp", "char_gru", "lm_transformer", "spiral_resmlp",
+        "teacher_regression",
     )  # fmt: skip
-    assert evals.family_names == ("digits_cnn", "wine_mlp", "char_gru")
+    assert val.family_names == (
+        "hastie_dropout_mlp", "char_lstm", "friedman2_bn_mlp", "postln_transformer",
+    )  # fmt: skip
     # The values the files set reach the family configs.
-    digits = train.family("digits_mlp")
+    digits = v1.family("digits_mlp")
     assert digits.config.weight == 2.0
     assert digits.config.steps == (200, 800)
     assert digits.config.batch_sizes == (32, 64, 128)
+    assert train.family("digits_mlp").config.steps == (100, 2000)
     assert evals.family("wine_mlp").config.batch_sizes == (16, 32)
-    # Breadth (DESIGN rule 6): every train family samples every optimizer.
+    assert evals.family("digits_cnn").config.steps == (300, 600)
+    assert evals.family("char_gru").config.steps == (200, 500)
+    assert evals.family("lm_transformer").config.steps == (2000, 2000)
+    # Breadth: every train family samples every optimizer.
     assert all(f.config.optimizers == SAMPLED_OPTIMIZERS for f in train.families)
 
 
-def test_train_and_eval_share_no_family() -> None:
-    train, evals = load_suite("train"), load_suite("eval")
-    assert set(train.family_names).isdisjoint(evals.family_names)
-    assert set(train.family_names) | set(evals.family_names) == set(FAMILIES)
+def test_train_val_and_eval_share_no_family() -> None:
+    train, val, evals = (set(load_suite(n).family_names) for n in ("train", "val", "eval"))
+    assert train.isdisjoint(val) and train.isdisjoint(evals) and val.isdisjoint(evals)
+    assert train | val | evals == set(FAMILIES)  # every family has one role
+    assert set(load_suite("train_v1").family_names) <= train
+
+
+def test_train_v2_spans_horizons_lrs_and_regimes() -> None:
+    """Horizons log-uniform over 100 to 5,000 steps, base LRs over three decades, and the
+    large-data families among the ones with the longest horizons."""
+    train = load_suite("train")
+    assert min(f.config.steps[0] for f in train.families) == 100
+    assert max(f.config.steps[1] for f in train.families) == 5000
+    for f in train.families:
+        lo, hi = f.config.lr_range
+        assert hi / lo == pytest.approx(1000.0, rel=0.01), f.name
+    long = {f.name for f in train.families if f.config.steps[1] >= 5000}
+    assert {"teacher_mlp", "friedman_mlp", "char_transformer"} <= long
+    # Log-uniform horizons: the geometric middle of a range is its median draw.
+    family = train.family("teacher_mlp")
+    rng = np.random.default_rng(3)
+    steps = np.array([family.sample(rng).steps for _ in range(2000)])
+    assert np.median(steps) == pytest.approx(1000, rel=0.1)
+    assert steps.min() >= 200 and steps.max() <= 5000
 
 
 def test_suite_by_path_equals_suite_by_name() -> None:
@@ -45,7 +79,7 @@ def test_suite_by_path_equals_suite_by_name() -> None:
 
 
 def test_suite_sampling_is_seeded_and_weighted() -> None:
-    suite = load_suite("train")
+    suite = load_suite("train_v1")
     draws = [suite.sample(np.random.default_rng(7))[1] for _ in range(2)]
     assert draws[0] == draws[1]
     rng = np.random.default_rng(0)
@@ -75,7 +109,11 @@ MALFORMED = {
     ),
     "unknown top-level field": (
         _suite_text(header="version = 1\nseed = 3\n"),
-        ["seed", "unknown top-level field", "allowed: version, name, description, family"],
+        ["seed", "unknown top-level field", "allowed: version, revision, name, description"],
+    ),
+    "revision not a positive integer": (
+        _suite_text(header="version = 1\nrevision = 0\n"),
+        ["revision", "expected a positive integer, got 0"],
     ),
     "wrong version": (
         _suite_text(header="version = 2\n"),
@@ -151,7 +189,7 @@ def test_missing_suite_file(tmp_path: Path) -> None:
         load_suite(path)
     message = str(info.value)
     assert message.startswith(f"{path}: suite file not found")
-    assert "one of 'train', 'eval'" in message
+    assert "one of 'train', 'val', 'eval', 'train_v1'" in message
 
 
 def test_unknown_suite_name_looks_in_envs() -> None:

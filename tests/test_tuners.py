@@ -30,10 +30,12 @@ from lrctl.bench.tuners import (
     Budget,
     RandomTuner,
     TPETuner,
+    geometric_mean_curve,
     make_tuner,
     startup_trials,
 )
 from lrctl.cli import main
+from lrctl.errors import MissingDependencyError
 
 SUITE = """\
 version = 1
@@ -247,7 +249,7 @@ def _drive(tuner, loss=lambda c: (math.log10(c.lr_factor) - 0.5) ** 2 + 0.01 * c
         asked += pending
         most = max(most, len(pending))
         for c in pending:
-            tuner.tell(c, {"final_val_loss": loss(c)})
+            tuner.tell(c, {"result": {"final_val_loss": loss(c)}})
         pending = tuner.ask()
     assert tuner.done
     return asked, most
@@ -327,7 +329,7 @@ def test_diverged_trials_count_as_inf(bench: dict) -> None:
 def test_missing_optuna_is_a_clear_error(bench: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     plan = _plan(bench["suite"], "momentum_cosine_tpe")
     monkeypatch.setitem(sys.modules, "optuna", None)
-    with pytest.raises(ValueError, match="pip install optuna"):
+    with pytest.raises(MissingDependencyError, match="pip install optuna"):
         make_tuner(plan, "wine_mlp", METHODS["momentum_cosine_tpe"])
 
 
@@ -367,3 +369,24 @@ def test_cli_quick_prints_budget_column(
         line for line in out.splitlines() if line.startswith("| SGD-momentum + cosine (TPE)")
     )
     assert "| 5 / 100 " in row  # the quick grid's 5 trials x 1 seed x 20 steps
+
+
+@pytest.mark.parametrize(
+    ("curves", "steps", "expected"),
+    [
+        # step: geometric mean of the curves that reached it (a diverged run's curve ends)
+        ([[1.0, 4.0, 2.0], [4.0, 1.0]], 3, [2.0, 2.0, 2.0]),
+        ([[0.1, 0.2, 0.4], [0.1, 0.05, 0.1]], 3, [0.1, 0.1, 0.2]),
+        # no curve reached a step: the last mean holds
+        ([[0.5, 0.25]], 4, [0.5, 0.25, 0.25, 0.25]),
+        # a non-finite or non-positive LR is left out of the mean
+        ([[1.0, math.nan], [9.0, 4.0]], 2, [3.0, 4.0]),
+    ],
+)
+def test_geometric_mean_curve_trajectory_table(curves, steps, expected) -> None:
+    assert geometric_mean_curve(curves, steps) == pytest.approx(tuple(expected), rel=1e-12)
+
+
+def test_geometric_mean_curve_needs_a_first_lr() -> None:
+    with pytest.raises(ValueError, match="no curve has a finite positive LR"):
+        geometric_mean_curve([[], [math.inf]], 2)

@@ -4,11 +4,14 @@
 | ------------------------ | ------------ | -------------------------------- | ------------------------ |
 | controller_momentum      | SGD-momentum | lrctl controller                 | reference (untuned)      |
 | controller_adam          | Adam         | lrctl controller                 | reference (untuned)      |
+| controller_replay_momentum | SGD-momentum | the controller's mean LR curve | reference, replayed      |
+| controller_replay_adam   | Adam         | the controller's mean LR curve   | reference, replayed      |
 | momentum_<schedule>      | SGD-momentum | each of lrctl.baselines          | tuned per task           |
 | adam_default             | Adam         | constant                         | 1e-3 (untuned)           |
 | adam_constant            | Adam         | constant                         | tuned (not in defaults)  |
 | adam_cosine              | Adam         | cosine                           | tuned per task           |
 | adamw_cosine             | AdamW        | cosine                           | tuned per task           |
+| adamw_warmup_cosine      | AdamW        | warm-up + cosine                 | tuned per task           |
 | rmsprop_constant         | RMSprop      | constant                         | tuned per task           |
 | adagrad_constant         | AdaGrad      | constant                         | tuned per task           |
 | sgd_hd                   | SGD-HD       | constant (adapts its own LR)     | tuned (not in defaults)  |
@@ -31,6 +34,11 @@
 value a user would start from; "tuned" means chosen per task by the method's `tuner`: a grid
 search on the validation split unless stated (lrctl.bench.tuners). Later methods register here
 with `register_method`.
+
+A controller replay answers whether the controller reacts to the run or only found a better
+fixed curve: its 'replay' tuner takes the controller's LR at every step of the controller's
+own untuned runs (reference LR, tuning seeds), averages them geometrically over the seeds, and
+the final runs replay that fixed schedule on the reported seeds (lrctl.baselines.ReplayLR).
 """
 
 from __future__ import annotations
@@ -44,14 +52,17 @@ from torch.optim import Optimizer
 
 from lrctl.baselines import BASELINE_NAMES, BASELINES, REPLAY, baseline_policy, replay_policy
 from lrctl.controller_file import ControllerWeights
+from lrctl.errors import UsageError
 from lrctl.optimizers import OPTIMIZER_NAMES
 from lrctl.param_groups import check_grouping
 
 CONTROLLER = "controller"
 """The schedule name of lrctl's learned controller."""
 
-TUNER_NAMES = ("grid", "random", "tpe", "range_test", "pbt")
+TUNER_NAMES = ("grid", "random", "tpe", "range_test", "pbt", "replay")
 """How a tuned method's base LR is chosen per task (implemented in lrctl.bench.tuners)."""
+TRAJECTORY_TUNERS = ("pbt", "replay")
+"""Tuners that find an LR per step, which the 'replay' schedule then replays."""
 
 OPTIMIZER_LABELS = {
     "sgd": "SGD",
@@ -84,6 +95,8 @@ class Method:
     param_groups: str = "single"
     """'single': one optimizer param group; 'layer': one per layer, all at the base LR
     (lrctl.param_groups), and a controller then decides per group (layer-wise control)."""
+    replays: str = ""
+    """For the 'replay' tuner: the controller method whose LR curve the final runs replay."""
 
     def __post_init__(self) -> None:
         check_grouping(self.param_groups)
@@ -91,10 +104,15 @@ class Method:
             raise ValueError(f"method {self.name!r}: unknown optimizer {self.optimizer!r}")
         if self.schedule not in (CONTROLLER, REPLAY, *BASELINE_NAMES):
             raise ValueError(f"method {self.name!r}: unknown schedule {self.schedule!r}")
-        if (self.schedule == REPLAY) != (self.tuner == "pbt"):
+        if (self.schedule == REPLAY) != (self.tuner in TRAJECTORY_TUNERS):
             raise ValueError(
-                f"method {self.name!r}: the {REPLAY!r} schedule and the 'pbt' tuner go together "
-                "(PBT finds an LR trajectory; the final runs replay it)"
+                f"method {self.name!r}: the {REPLAY!r} schedule goes with a tuner that finds an "
+                f"LR trajectory ({', '.join(TRAJECTORY_TUNERS)}); the final runs replay it"
+            )
+        if (self.tuner == "replay") != bool(self.replays):
+            raise ValueError(
+                f"method {self.name!r}: the 'replay' tuner needs `replays`, the controller "
+                "method whose LR curve it replays (and only it takes one)"
             )
         if isinstance(self.lr, str) and self.lr not in ("tuned", "reference"):
             raise ValueError(f"method {self.name!r}: lr must be 'tuned', 'reference' or a number")
@@ -173,6 +191,12 @@ for _opt in ("momentum", "adam"):
         Method(f"controller_{_opt}", f"controller + {OPTIMIZER_LABELS[_opt]}", _opt, CONTROLLER,
                "reference")
     )  # fmt: skip
+for _opt in ("momentum", "adam"):
+    register_method(
+        Method(f"controller_replay_{_opt}",
+               f"controller's LR curve replayed + {OPTIMIZER_LABELS[_opt]}", _opt, REPLAY,
+               tuner="replay", replays=f"controller_{_opt}")
+    )  # fmt: skip
 for _schedule in BASELINE_NAMES:
     register_method(
         Method(f"momentum_{_schedule}", f"SGD-momentum + {_schedule_label(_schedule)}",
@@ -182,12 +206,19 @@ register_method(Method("adam_default", "Adam (lr=1e-3, constant)", "adam", "cons
 register_method(Method("adam_constant", "Adam + constant", "adam", "constant"))
 register_method(Method("adam_cosine", "Adam + cosine", "adam", "cosine"))
 register_method(Method("adamw_cosine", "AdamW + cosine", "adamw", "cosine"))
+register_method(
+    Method("adamw_warmup_cosine", "AdamW + warm-up + cosine", "adamw", "warmup_cosine")
+)  # what transformer users run (nanoGPT's recipe)
 register_method(Method("rmsprop_constant", "RMSprop + constant", "rmsprop", "constant"))
 register_method(Method("adagrad_constant", "AdaGrad + constant", "adagrad", "constant"))
 
 DEFAULT_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "adam_constant")
 """What `lrctl bench` runs when --methods is not given (adam_constant is only a reference
 for the controller's quality bar)."""
+
+WARMUP_REFERENCES = ("momentum_warmup_cosine", "adamw_warmup_cosine")
+"""Added to every benchmark with a family in `lrctl.tasks.families.WARMUP_FAMILIES` (the
+transformers, whose users run warm-up + cosine)."""
 
 COSINE_REFERENCE = "momentum_cosine"
 """Win rates are reported against tuned SGD-momentum + cosine ..."""
@@ -196,12 +227,12 @@ ADAM_REFERENCE = "adam_default"
 
 
 def get_methods(names: Iterable[str]) -> list[Method]:
-    """Methods by name, in the given order without repeats; unknown names raise ValueError
-    listing the valid ones."""
+    """Methods by name, in the given order without repeats; an unknown name raises UsageError
+    (a ValueError) listing the valid ones."""
     out: list[Method] = []
     for name in names:
         if name not in METHODS:
-            raise ValueError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}")
+            raise UsageError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}")
         if METHODS[name] not in out:
             out.append(METHODS[name])
     return out
@@ -215,7 +246,7 @@ def find_method(optimizer: str, schedule: str) -> Method:
     raise KeyError(f"no grid-tuned method registered for {optimizer} + {schedule}")
 
 
-# --- LR-adapting optimizers (issue #7): hypergradient descent, schedule-free, LR-free. ---
+# --- LR-adapting optimizers: hypergradient descent, schedule-free, LR-free. ---
 # Each runs at a constant schedule: the optimizer itself changes (or replaces) the LR. The
 # hypergradient methods and schedule-free AdamW take their initial LR from the tuning grid like
 # the other tuned methods; Prodigy and D-Adaptation run untuned at lr = 1, their documented
@@ -236,7 +267,7 @@ for _name in ("prodigy", "dadapt_adam"):
     register_method(Method(_name, f"{OPTIMIZER_LABELS[_name]} (lr=1)", _name, "constant", 1.0))
 
 
-# --- Search-based tuners (issue #7): the base LR chosen by random search, Optuna TPE or an LR
+# --- Search-based tuners: the base LR chosen by random search, Optuna TPE or an LR
 # range test instead of the grid (lrctl.bench.tuners). Random search and TPE get the grid's
 # budget and range; TPE on one-cycle also tunes its pct_start. Registered after
 # DEFAULT_METHODS, so `lrctl bench` runs them only when named in --methods.
@@ -254,7 +285,7 @@ for _opt in ("momentum", "adam"):
     )  # fmt: skip
 
 
-# --- Layer-wise control (issue #7): the controller decides per layer. The optimizer has one
+# --- Layer-wise control: the controller decides per layer. The optimizer has one
 # param group per layer (lrctl.param_groups.layer_param_groups), all at the reference LR
 # (untuned, as controller_momentum / controller_adam), and LRController(per_group=True) sets
 # each group's LR from that group's own gradient statistics. Registered after DEFAULT_METHODS,
@@ -267,7 +298,7 @@ for _opt in ("momentum", "adam"):
     )  # fmt: skip
 
 
-# --- Population-based training (issue #7): Ray Tune's PopulationBasedTraining trains a
+# --- Population-based training: Ray Tune's PopulationBasedTraining trains a
 # population per task and mutates its LR while training (lrctl.bench.pbt, the grid's budget and
 # range); the final runs replay the winner's LR at every step on fresh seeds (the 'replay'
 # schedule, lrctl.baselines.ReplayLR). Needs Ray: pip install 'lrctl[ray]'. Registered after

@@ -13,6 +13,9 @@ Protocol (stated again in every summary.md):
   its chosen LR and reported on the held-out *test* split.
 - **Sweep.** The controller runs untuned at x0.1, x1 and x10 of the reference LR; constant LR
   and cosine with the same optimizer run at the same fixed factors, for the quality bar.
+- **Replay.** A controller replay's LR per step is the geometric mean of the controller's own
+  LR curves at the reference LR on the tuning seeds; its final runs replay it on the fresh
+  seeds (lrctl.bench.tuners.ReplayTuner).
 
 Runs are identified by a hash of their config (`RunConfig.config_hash`), so a run that serves
 two roles (the controller at x1 is both its final run and a sweep point) is trained once, and
@@ -35,12 +38,15 @@ from lrctl.bench.methods import (
     ADAM_REFERENCE,
     COSINE_REFERENCE,
     DEFAULT_METHODS,
+    WARMUP_REFERENCES,
     Method,
     find_method,
     get_methods,
 )
 from lrctl.controller_file import ControllerWeights, load_controller
+from lrctl.errors import UsageError
 from lrctl.tasks import RunSpec, Suite, TaskFamily, load_suite
+from lrctl.tasks.families import WARMUP_FAMILIES
 
 HASH_VERSION = 1
 """Bumped when a run's meaning changes without its config fields changing."""
@@ -104,15 +110,15 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
-            raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
+            raise UsageError(f"--seeds must be at least 1, got {self.seeds}")
         if self.tune_seeds < 1:
-            raise ValueError(f"tune_seeds must be at least 1, got {self.tune_seeds}")
+            raise UsageError(f"tune_seeds must be at least 1, got {self.tune_seeds}")
         if self.steps is not None and self.steps < 20:
-            raise ValueError(f"--steps must be at least 20, got {self.steps}")
+            raise UsageError(f"--steps must be at least 20, got {self.steps}")
         if not self.grid or any(not (math.isfinite(f) and f > 0) for f in self.grid):
-            raise ValueError(f"the tuning grid needs positive factors, got {self.grid}")
+            raise UsageError(f"the tuning grid needs positive factors, got {self.grid}")
         if not self.methods:
-            raise ValueError("--methods needs at least one method")
+            raise UsageError("--methods needs at least one method")
 
     @classmethod
     def quick_preset(cls, **overrides: object) -> BenchConfig:
@@ -306,18 +312,21 @@ class Plan:
         """False for a one-point grid: tuned methods then simply run at that factor."""
         return len(self.config.grid) > 1
 
+    def has_tuner(self, method: Method) -> bool:
+        """Whether a tuner sets `method`'s final runs: a tuned method when the grid has more
+        than one point; a controller replay always (its curve needs no grid)."""
+        return method.tuned and (self.tuning or method.tuner == "replay")
+
     def tune_targets(self) -> list[tuple[str, Method]]:
         """Every (task, tuned method) whose base LR a tuner chooses (lrctl.bench.tuners)."""
-        if not self.tuning:
-            return []
-        return [(task, m) for task in self.families for m in self.methods if m.tuned]
+        return [(task, m) for task in self.families for m in self.methods if self.has_tuner(m)]
 
     def initial_runs(self) -> list[PlannedRun]:
         """The final runs of untuned methods, and the sweep (tuners ask for the tuning runs)."""
         out: list[PlannedRun] = []
         for task in self.families:
             for m in self.methods:
-                if not m.tuned or not self.tuning:
+                if not self.has_tuner(m):
                     factor = self.config.grid[0] if m.tuned else 1.0
                     out += [
                         PlannedRun(self.run(task, m, factor, s), "final")
@@ -352,7 +361,7 @@ class Plan:
 
     def n_final_tuned(self) -> int:
         """How many final runs tuning will unlock."""
-        n_tuned = sum(m.tuned for m in self.methods) if self.tuning else 0
+        n_tuned = sum(self.has_tuner(m) for m in self.methods)
         return len(self.families) * n_tuned * self.config.seeds
 
     def describe_task(self, task: str) -> str:
@@ -365,8 +374,10 @@ class Plan:
 def make_plan(
     config: BenchConfig, controller: str | Path | ControllerWeights | None = None
 ) -> Plan:
-    """Resolve names (unknown tasks or methods raise ValueError listing the valid ones), add
-    the comparison references, and load the controller if a controller method is run.
+    """Resolve names (unknown tasks or methods raise UsageError listing the valid ones), add
+    the comparison references (tuned cosine, Adam at its default, a replay's controller, and
+    warm-up + cosine where a transformer family runs), and load the controller if a
+    controller method is run.
 
     `controller`: a controller file, loaded weights, or None for the shipped default.
     """
@@ -374,7 +385,7 @@ def make_plan(
     names = config.tasks or suite.family_names
     unknown = [t for t in names if t not in suite.family_names]
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"unknown task {unknown[0]!r} for suite {suite.name!r}; "
             f"choose from: {', '.join(suite.family_names)}"
         )
@@ -383,13 +394,16 @@ def make_plan(
     controllers = [m for m in requested if m.uses_controller]
     needed = [COSINE_REFERENCE, ADAM_REFERENCE]
     needed += [find_method(m.optimizer, "cosine").name for m in controllers]
+    needed += [m.replays for m in requested if m.replays]
+    if WARMUP_FAMILIES & set(families):
+        needed += WARMUP_REFERENCES
     added = [n for n in dict.fromkeys(needed) if n not in {m.name for m in requested}]
     methods = requested + get_methods(added)
     sweep: list[Method] = []
     for m in controllers:
         sweep += [m, find_method(m.optimizer, "constant"), find_method(m.optimizer, "cosine")]
     weights, source = None, ""
-    if controllers:
+    if any(m.uses_controller for m in methods):
         if isinstance(controller, ControllerWeights):
             weights, source = controller, "(weights given in code)"
         else:
@@ -397,7 +411,7 @@ def make_plan(
 
             path = Path(controller) if controller is not None else data_path(DEFAULT_CONTROLLER)
             if controller is None and not path.is_file():
-                raise ValueError(
+                raise UsageError(
                     f"no shipped controller at {path}; pass --controller FILE (a file "
                     "written by `lrctl export`)"
                 )

@@ -1,4 +1,6 @@
-"""The benchmark's outputs: runs.csv, histories, summary.md, quality_bar.md and the index.
+"""The benchmark's outputs: runs.csv, histories, summary.md, and the console summary; it
+writes quality_bar.md (lrctl.bench.quality), the plots (lrctl.bench.plots), standing.md and
+the index (lrctl.bench.index) too.
 
 Everything here is computed from the store's records and the plan, so rerunning a finished
 benchmark rewrites identical tables. Each file is written to a temporary name and renamed, so
@@ -17,9 +19,21 @@ import numpy as np
 import pandas as pd
 
 from lrctl.atomic import atomic_write_bytes, atomic_write_text
-from lrctl.bench.methods import ADAM_REFERENCE, COSINE_REFERENCE, find_method
+from lrctl.bench.index import STANDING, index_markdown, standing_markdown
+from lrctl.bench.methods import ADAM_REFERENCE, COSINE_REFERENCE
+from lrctl.bench.outcome import BenchOutcome
 from lrctl.bench.plan import MIN_FULL_GRID_POINTS, ROLES, ScheduleParams
-from lrctl.bench.runner import BenchOutcome
+from lrctl.bench.plots import write_plots
+from lrctl.bench.quality import (
+    Criterion,
+    criteria_lines,
+    fmt_loss,
+    mean_with_inf,
+    quality_bar,
+    quality_markdown,
+    replay_pairs,
+    verdict,
+)
 from lrctl.bench.tuners import NO_BUDGET, RANGE_TEST_STEPS, TUNERS, Budget
 from lrctl.bench.tuners import protocol_lines as tuner_protocol_lines
 
@@ -38,11 +52,6 @@ trials; a range test: 1; untuned: 0) and `tune_steps` inner steps spent, across 
 training trial's full horizon; a range test's steps used)."""
 
 ROLE_ORDER = ("final", "sweep", "tune")
-
-# Quality bar targets for the shipped controller (never change them to make a run pass).
-TARGET_A = 0.80  # fraction of cells with controller <= constant LR
-TARGET_B = 0.60  # fraction of cells with controller <= 1.01 x cosine
-TARGET_D = 1.05  # median of controller(x1) / cosine(best grid LR)
 
 
 def _gzip(text: str) -> bytes:
@@ -131,10 +140,6 @@ def histories_csv(outcome: BenchOutcome, records: dict[str, dict]) -> tuple[byte
     )
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}" if math.isfinite(x) else "inf"
-
-
 def mean_std_cell(values: pd.Series) -> str:
     """mean ± std (ddof=1) of finite values, with the number of diverged runs."""
     v = values.to_numpy(dtype=float)
@@ -142,17 +147,12 @@ def mean_std_cell(values: pd.Series) -> str:
     n_bad = len(v) - len(finite)
     if len(finite) == 0:
         return f"diverged ({n_bad}/{len(v)})"
-    text = _fmt(finite.mean())
+    text = fmt_loss(finite.mean())
     if len(finite) > 1:
         text += f" ± {finite.std(ddof=1):.2g}"
     if n_bad:
         text += f" (+{n_bad} diverged)"
     return text
-
-
-def _mean_with_inf(values: pd.Series) -> float:
-    v = values.to_numpy(dtype=float)
-    return math.inf if not np.isfinite(v).all() else float(v.mean())
 
 
 def win_rate(finals: pd.DataFrame, method: str, reference: str) -> float:
@@ -197,7 +197,7 @@ def summary_tables(outcome: BenchOutcome, runs: pd.DataFrame) -> Tables:
     means = pd.DataFrame(
         {
             t: {
-                m.name: _mean_with_inf(
+                m.name: mean_with_inf(
                     finals[(finals.task == t) & (finals.method == m.name)]["test_loss"]
                 )
                 for m in plan.methods
@@ -247,6 +247,11 @@ def budget_lines(outcome: BenchOutcome, runs: pd.DataFrame) -> list[str]:
             )
         if "range_test" in tuners:
             others.append(f"a range test: 1 test of at most {RANGE_TEST_STEPS} steps")
+        if "replay" in tuners:
+            others.append(
+                f"a controller replay: the controller's {cfg.tune_seeds} run(s) at the reference "
+                "LR it averages"
+            )
         lines.append(
             f"- **Tuning budget per (task, tuned method):** {len(cfg.grid)} base LRs x "
             f"{cfg.tune_seeds} seed(s) = {trials} trials of the task's full horizon ({per_task})"
@@ -323,231 +328,6 @@ def summary_markdown(outcome: BenchOutcome, runs: pd.DataFrame, tables: Tables) 
 
 
 @dataclass
-class Criterion:
-    key: str
-    text: str
-    value: str
-    target: str
-    passed: bool | None  # None: not measured
-
-
-def quality_bar(outcome: BenchOutcome, runs: pd.DataFrame) -> tuple[list[Criterion], str]:
-    """The shipped controller's bar, on final validation loss, cell by cell (same task,
-    optimizer, base LR, seed and steps). Returns the criteria and a per-cell markdown table."""
-    plan, cfg = outcome.plan, outcome.plan.config
-    controllers = [m for m in plan.sweep_methods if m.uses_controller]
-    val = runs.set_index(["task", "method", "lr_factor", "seed"])["final_val_loss"]
-    val = val[~val.index.duplicated()]
-    cells, per_task = [], {}
-    for ctrl in controllers:
-        const = find_method(ctrl.optimizer, "constant").name
-        cos = find_method(ctrl.optimizer, "cosine").name
-        for t in plan.families:
-            for f in cfg.sweep:
-                for s in cfg.final_seed_list:
-                    c, k, q = (val[(t, name, f, s)] for name in (ctrl.name, const, cos))
-                    cells.append(
-                        {"task": t, "optimizer": ctrl.optimizer, "factor": f, "seed": s,
-                         "controller": c, "constant": k, "cosine": q}
-                    )  # fmt: skip
-    cell = pd.DataFrame(cells)
-    crit: list[Criterion] = []
-    if cell.empty:
-        return crit, ""
-    a = float((cell.controller <= cell.constant).mean())
-    b = float((cell.controller <= 1.01 * cell.cosine).mean())
-    crit.append(Criterion("a", "cells where controller <= constant LR", f"{a:.1%}",
-                          f">= {TARGET_A:.0%}", a >= TARGET_A))  # fmt: skip
-    crit.append(Criterion("b", "cells where controller <= 1.01 x cosine", f"{b:.1%}",
-                          f">= {TARGET_B:.0%}", b >= TARGET_B))  # fmt: skip
-    worst = cell.groupby("task", sort=False)[["controller", "cosine"]].max()
-    c_ok = worst.controller <= worst.cosine
-    per_task = ", ".join(
-        f"{t}: {_fmt(r.controller)} vs {_fmt(r.cosine)}" for t, r in worst.iterrows()
-    )
-    crit.append(Criterion("c", "per task, controller's worst cell <= cosine's worst cell",
-                          f"{int(c_ok.sum())}/{len(c_ok)} tasks ({per_task})", "every task",
-                          bool(c_ok.all())))  # fmt: skip
-    ratios = []
-    if 1.0 in cfg.sweep:
-        for ctrl in controllers:
-            cos = find_method(ctrl.optimizer, "cosine").name
-            for t in plan.families:
-                best = outcome.chosen.get((t, cos))
-                if best is None:  # not tuned (a one-point grid)
-                    continue
-                for s in cfg.final_seed_list:
-                    num, den = val[(t, ctrl.name, 1.0, s)], val[(t, cos, best, s)]
-                    ratios.append(1.0 if num == den else num / den)
-    if ratios:
-        d = float(np.median(ratios))
-        grid_note = f"{len(cfg.grid)}-point grid"
-        crit.append(Criterion("d", f"median of controller(x1) / cosine(best LR of the {grid_note})",
-                              f"{d:.3f} over {len(ratios)} (task, optimizer, seed)",
-                              f"<= {TARGET_D}", d <= TARGET_D))  # fmt: skip
-    else:
-        crit.append(Criterion("d", "median of controller(x1) / tuned cosine", "not measured "
-                              "(needs x1 in the sweep and a tuned cosine)", f"<= {TARGET_D}", None))  # fmt: skip
-    means = (
-        cell.groupby(["task", "optimizer", "factor"], sort=False)[
-            ["controller", "constant", "cosine"]
-        ]
-        .agg(_mean_with_inf)
-        .reset_index()
-    )
-    for col in ("controller", "constant", "cosine"):
-        means[col] = means[col].map(_fmt)
-    means["factor"] = means["factor"].map(lambda f: f"x{f:g}")
-    return crit, means.to_markdown(index=False)
-
-
-def quality_markdown(outcome: BenchOutcome, crit: list[Criterion], table: str) -> str:
-    plan, cfg = outcome.plan, outcome.plan.config
-    n_pass = sum(c.passed is True for c in crit)
-    verdict = "PASS" if crit and all(c.passed for c in crit) else "FAIL"
-    rows = pd.DataFrame(
-        [
-            {
-                "": c.key,
-                "criterion": c.text,
-                "value": c.value,
-                "target": c.target,
-                "result": {True: "pass", False: "FAIL", None: "n/a"}[c.passed],
-            }
-            for c in crit
-        ]
-    )
-    quick = (
-        f"\n**Quick run** ({sorted(set(plan.steps.values()))} steps, {len(cfg.grid)}-point grid): "
-        "an indication only; the bar is judged on a full run.\n"
-        if cfg.quick
-        else ""
-    )
-    return (
-        f"# Controller quality bar: suite `{plan.suite_name}` — {verdict} ({n_pass}/{len(crit)})\n"
-        f"{quick}\n"
-        f"Controller `{plan.controller_source}`, untuned, at x"
-        + ", x".join(f"{f:g}" for f in cfg.sweep)
-        + f" of each task's reference LR, with SGD-momentum and with Adam, seeds "
-        f"{list(cfg.final_seed_list)}. Each cell (same task, optimizer, base LR, seed and steps) "
-        "compares **final validation loss** with constant LR and cosine annealing at the same "
-        "base LR; (d) compares with cosine at its per-task best base LR from the tuning grid, "
-        "on the same seeds. A diverged run's loss is +inf. Targets are fixed.\n\n"
-        f"{rows.to_markdown(index=False)}\n\n"
-        "## Mean final validation loss per cell group (over seeds)\n\n"
-        f"{table}\n"
-    )
-
-
-def criteria_lines(crit: list[Criterion]) -> list[str]:
-    return [
-        f"  ({c.key}) {c.text}: {c.value} [target {c.target}] "
-        f"{ {True: 'PASS', False: 'FAIL', None: 'n/a'}[c.passed] }"
-        for c in crit
-    ]
-
-
-def standing_lines(outcome: BenchOutcome, finals: pd.DataFrame) -> list[str]:
-    """Where each controller method wins and loses, in sentences computed from the final runs
-    (mean test loss per task; rank among every method of the run), so they stay true when the
-    benchmark is regenerated."""
-    plan = outcome.plan
-    labels = {m.name: m.label for m in plan.methods}
-    means = pd.DataFrame(
-        {
-            t: {
-                m.name: _mean_with_inf(finals[(finals.task == t) & (finals.method == m.name)][
-                    "test_loss"])
-                for m in plan.methods
-            }
-            for t in plan.families
-        }
-    )  # fmt: skip
-    ranks = means.rank(method="min")
-    mean_rank = ranks.mean(axis=1).sort_values()
-    n = len(means)
-    controllers = [m.name for m in plan.methods if m.uses_controller]
-    if not controllers:
-        return ["No controller method was part of this run."]
-    lines = []
-    for t in plan.families:  # the short version: one sentence per task
-        own = min(controllers, key=lambda c: means.loc[c, t])
-        best = means[t].idxmin()
-        verdict = (
-            "the controller wins"
-            if ranks.loc[own, t] == 1
-            else f"{labels[best]} wins ({means.loc[best, t]:.4g} vs {means.loc[own, t]:.4g})"
-        )
-        lines.append(
-            f"On **{t}** the best controller is {labels[own]}, rank {int(ranks.loc[own, t])} "
-            f"of {n}: {verdict}."
-        )
-    lines += ["", "Per controller method:", ""]
-    for m in (m for m in plan.methods if m.uses_controller):
-        place = int((mean_rank < mean_rank[m.name]).sum()) + 1
-        parts = [
-            f"**{labels[m.name]}** (untuned) has mean rank {mean_rank[m.name]:.1f} of {n} "
-            f"methods (place {place})."
-        ]
-        for t in plan.families:
-            better = means[t][means[t] < means.loc[m.name, t]].sort_values()
-            if better.empty:
-                parts.append(f"On {t} it is the best of all methods ({means.loc[m.name, t]:.4g}).")
-            else:
-                best = better.index[0]
-                parts.append(
-                    f"On {t} {len(better)} of {n - 1} beat it ({means.loc[m.name, t]:.4g}; best "
-                    f"{labels[best]} {better.iloc[0]:.4g})."
-                )
-        lines.append("- " + " ".join(parts))
-    return lines
-
-
-def readme_markdown(
-    outcome: BenchOutcome, results_root: Path, command: str, outcome_finals: pd.DataFrame
-) -> str:
-    import datetime as dt
-
-    out = outcome.out_dir
-    rel = out.relative_to(results_root)
-    plan = outcome.plan
-    folders = sorted(
-        p.name for p in results_root.iterdir() if p.is_dir() and (p / "summary.md").is_file()
-    )
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Latest full run: suite `{plan.suite_name}`, {dt.date.today().isoformat()}, "
-        f"{len(outcome.configs)} runs ({outcome.n_new} trained now, {outcome.n_cached} from the "
-        f"store), {outcome.wall_time_s / 60:.1f} min on {outcome.backend}.",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"- [{rel}/summary.md]({rel}/summary.md): methods x tasks, test loss, ranks, win rates, "
-        "tuning budget",
-        f"- [{rel}/quality_bar.md]({rel}/quality_bar.md): the controller's quality bar",
-        f"- [{rel}/runs.csv]({rel}/runs.csv): one row per run; "
-        f"[{rel}/evals.csv.gz]({rel}/evals.csv.gz): validation histories; `steps.csv.gz`: "
-        "per-step histories (written by the run, not committed: several MiB)",
-        f"- plots: [{rel}/loss_curves.png]({rel}/loss_curves.png), "
-        f"[{rel}/lr_trajectories.png]({rel}/lr_trajectories.png), "
-        f"[{rel}/robustness.png]({rel}/robustness.png)",
-        "",
-        "Where the controller wins and where it loses (mean test loss over the seeds, computed "
-        "from runs.csv):",
-        "",
-        *standing_lines(outcome, outcome_finals),
-        "",
-        "Regenerate with the command above: finished runs are kept in `runs/` (one JSON per run, "
-        "not committed) and skipped, so an interrupted benchmark resumes.",
-        "",
-        "Other result folders: "
-        + (", ".join(f"`{f}/`" for f in folders if f != str(rel)) or "none"),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-@dataclass
 class Report:
     runs: pd.DataFrame
     tables: Tables
@@ -557,8 +337,6 @@ class Report:
 
 def write_report(outcome: BenchOutcome, command: str | None = None, echo: bool = True) -> Report:
     """Write every output of a finished benchmark and print its summary."""
-    from lrctl.bench.plots import write_plots
-
     out = outcome.out_dir
     records = {h: outcome.store.load(h) for h in outcome.configs}
     runs = runs_frame(outcome, records)
@@ -570,15 +348,16 @@ def write_report(outcome: BenchOutcome, command: str | None = None, echo: bool =
     atomic_write_bytes(files[1], steps_gz)
     atomic_write_bytes(files[2], evals_gz)
     atomic_write_text(files[3], summary_markdown(outcome, runs, tables))
-    if crit:
+    if crit or not replay_pairs(outcome, runs).empty:
         files.append(out / "quality_bar.md")
-        atomic_write_text(files[-1], quality_markdown(outcome, crit, cell_table))
+        atomic_write_text(files[-1], quality_markdown(outcome, crit, cell_table, runs))
     files += write_plots(outcome, runs, records)
     if not outcome.plan.config.quick:
-        root = out.parent
         cmd = command or "lrctl.bench.run_bench(...) from Python"
-        files.append(root / "README.md")
-        atomic_write_text(files[-1], readme_markdown(outcome, root, cmd, tables.finals))
+        files.append(out / STANDING)
+        atomic_write_text(files[-1], standing_markdown(outcome, runs, crit, cmd))
+        files.append(out.parent / "README.md")
+        atomic_write_text(files[-1], index_markdown(out.parent))
     if echo:
         print_summary(outcome, tables, crit, files, budget_lines(outcome, runs))
     return Report(runs, tables, crit, files)
@@ -594,7 +373,7 @@ def print_summary(
     cfg = outcome.plan.config
     print(f"\nlrctl bench: suite {outcome.plan.suite_name}" + (" (QUICK)" if cfg.quick else ""))
     lines = protocol_lines(outcome)[:1] if cfg.quick else []
-    used = {m.tuner for m in outcome.plan.methods if m.tuned}
+    used = {m.tuner for m in outcome.plan.methods if outcome.plan.has_tuner(m)}
     tuners = [t.label for name, t in TUNERS.items() if name in used]
     range_note = "; range tests: train split" if "range test" in tuners else ""
     lines.append(
@@ -607,8 +386,7 @@ def print_summary(
     print("\ntest loss, mean ± std over seeds (rank per task):")
     print(tables.test_loss.to_markdown(index=False))
     if crit:
-        verdict = "PASS" if all(c.passed for c in crit) else "FAIL"
-        print(f"\ncontroller quality bar: {verdict}")
+        print(f"\ncontroller quality bar: {verdict(crit)}")
         print("\n".join(criteria_lines(crit)))
     print(
         f"\n{len(outcome.configs)} runs: {outcome.n_new} trained now, {outcome.n_cached} "

@@ -25,15 +25,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrctl.bench.methods import Method
+from lrctl.bench.outcome import BenchOutcome
 from lrctl.bench.pbt import PBT, run_pbt_job
 from lrctl.bench.plan import BenchConfig, Plan, PlannedRun, RunConfig, make_plan, run_spec
+from lrctl.bench.report import write_report
 from lrctl.bench.store import RunStore, make_record
-from lrctl.bench.tuners import RANGE_TEST, TuneOutcome, Tuner, make_tuner, run_range_test
+from lrctl.bench.tuners import RANGE_TEST, Tuner, make_tuner, run_range_test
 from lrctl.controller_file import ControllerWeights
+from lrctl.errors import MissingDependencyError, UsageError
 from lrctl.tasks import TaskFamily
 
 
@@ -138,7 +140,7 @@ class RayBackend:
         try:
             import ray
         except ImportError:
-            raise ValueError(
+            raise MissingDependencyError(
                 "--ray needs Ray, which is not installed: pip install 'lrctl[ray]'"
             ) from None
         self.ray = ray
@@ -150,7 +152,7 @@ class RayBackend:
                 else:
                     ray.init(address=address, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ValueError(
+                raise UsageError(
                     f"cannot start or reach Ray at {address!r} ({exc}); start a cluster with "
                     "`ray start --head`, or use --ray local"
                 ) from None
@@ -179,32 +181,10 @@ Backend = InlineBackend | PoolBackend | RayBackend
 def make_backend(workers: int | None = None, ray_address: str | None = None) -> Backend:
     n = workers if workers is not None else (os.cpu_count() or 1)
     if n < 1:
-        raise ValueError(f"--workers must be at least 1, got {n}")
+        raise UsageError(f"--workers must be at least 1, got {n}")
     if ray_address:
         return RayBackend(ray_address, n)
     return InlineBackend() if n == 1 else PoolBackend(n)
-
-
-@dataclass
-class BenchOutcome:
-    """What a benchmark ran and where its records are."""
-
-    plan: Plan
-    store: RunStore
-    out_dir: Path
-    configs: dict[str, RunConfig] = field(default_factory=dict)
-    """Every planned run by config hash, in plan order."""
-    roles: dict[str, set[str]] = field(default_factory=dict)
-    """The roles each run serves (tune, final, sweep)."""
-    chosen: dict[tuple[str, str], float] = field(default_factory=dict)
-    """(task, method) -> the tuned LR factor."""
-    tuned: dict[tuple[str, str], TuneOutcome] = field(default_factory=dict)
-    """(task, method) -> its tuner's outcome: the chosen setting and the budget spent."""
-    n_new: int = 0
-    n_cached: int = 0
-    wall_time_s: float = 0.0
-    backend: str = ""
-    complete: bool = False
 
 
 def _run_label(c: RunConfig) -> str:
@@ -252,7 +232,7 @@ def run_plan(
     def finished(h: str, record: dict) -> None:
         results[h] = record["result"]
         for g in waiting.pop(h, ()):
-            tuners[g].tell(out.configs[h], results[h])
+            tuners[g].tell(out.configs[h], record)
             told.append(g)
 
     def advance(g: tuple[str, str], front: bool) -> None:
@@ -263,7 +243,7 @@ def run_plan(
             h = c.config_hash
             if h in results:  # asked again (the same config twice): known already
                 out.roles[h].add("tune")
-                tuner.tell(c, results[h])
+                tuner.tell(c, store.load(h))
                 told.append(g)
             else:
                 waiting.setdefault(h, []).append(g)
@@ -378,7 +358,5 @@ def run_bench(
         plan, output_dir(out, plan), workers, ray_address, progress, max_new_runs
     )
     if report and outcome.complete:
-        from lrctl.bench.report import write_report
-
         write_report(outcome, command=command)
     return outcome

@@ -4,7 +4,7 @@ One tuner serves one (task, method). The runner (lrctl.bench.runner) drives it:
 
     tuner = make_tuner(plan, task, method)
     tuner.ask()               # the runs it wants now: RunConfigs, run (in any order) and stored
-    tuner.tell(config, rec)   # one finished run's result; then ask() again, until tuner.done
+    tuner.tell(config, rec)   # one finished run's store record; ask() again, until tuner.done
     tuner.outcome()           # what the final runs need, and the budget the tuning used
 
 | tuner      | asks for (per task)                                       | picks                   |
@@ -14,6 +14,7 @@ One tuner serves one (task, method). The runner (lrctl.bench.runner) drives it:
 | tpe        | len(grid) trials x the tuning seeds, one trial at a time  | the same rule           |
 | range_test | one LR range test (tuning seed 0, train split only)       | its suggested LR        |
 | pbt        | one PBT job: a population on Ray Tune (val. split)        | winner's LR per step    |
+| replay     | the replayed controller at the reference LR, tuning seeds | its geometric-mean LRs  |
 
 Random search and TPE (Optuna, seeded per task and method) draw the LR factor log-uniformly
 over the grid's range, [min(grid), max(grid)] x the reference LR, and with a schedule listed in
@@ -37,6 +38,11 @@ that way (`PBTTuner`, lrctl.bench.pbt): one job trains the population on the val
 (the grid's budget and range), its record holds the winner's LR at every step and the steps
 spent, and the tuner returns them in `TuneOutcome` (`lr_trajectory`, `budget`) for the final
 runs to replay on fresh seeds (the 'replay' schedule, lrctl.baselines.ReplayLR).
+
+A controller replay (`ReplayTuner`) depends on another method's runs the same way: it asks for
+the controller's own runs at the reference LR with the tuning seeds (ordinary stored runs of
+the controller method, role "tune"), reads the LR each recorded at every step, and returns
+their geometric mean per step as the `lr_trajectory` the final runs replay.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
-from lrctl.bench.methods import TUNER_NAMES, Method
+from lrctl.bench.methods import METHODS, TUNER_NAMES, Method
 from lrctl.bench.pbt import (
     PBT,
     PERTURBATION_FACTORS,
@@ -70,6 +76,7 @@ from lrctl.bench.plan import (
     tuning_key,
 )
 from lrctl.bench.store import make_range_test_record
+from lrctl.errors import MissingDependencyError
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -153,8 +160,9 @@ class Tuner(ABC):
         """Runs wanted now and not asked for before; [] while waiting for results, or done."""
 
     @abstractmethod
-    def tell(self, config: RunConfig, result: Mapping[str, object]) -> None:
-        """A run it asked for finished with this store result."""
+    def tell(self, config: RunConfig, record: Mapping[str, object]) -> None:
+        """A run it asked for finished with this store record (lrctl.bench.store: its
+        `result` metrics and its per-step `steps` history)."""
 
     @property
     @abstractmethod
@@ -224,8 +232,9 @@ class TrialTuner(Tuner):
         self.n_asked += len(configs)
         return configs
 
-    def tell(self, config: RunConfig, result: Mapping[str, object]) -> None:
+    def tell(self, config: RunConfig, record: Mapping[str, object]) -> None:
         h = config.config_hash
+        result: Mapping[str, object] = record["result"]  # type: ignore[assignment]
         for trial in self._waiting.pop(h, []):
             trial.losses[h] = float(result["final_val_loss"])  # type: ignore[arg-type]
             if trial.complete:
@@ -277,7 +286,7 @@ def _optuna() -> ModuleType:
     try:
         import optuna
     except ImportError:
-        raise ValueError(
+        raise MissingDependencyError(
             "random search and TPE need Optuna, which is not installed: pip install optuna "
             "(a dependency of lrctl; reinstalling lrctl brings it)"
         ) from None
@@ -438,9 +447,9 @@ class JobTuner(Tuner):
         self.n_asked = 1
         return [self.config]
 
-    def tell(self, config: RunConfig, result: Mapping[str, object]) -> None:
+    def tell(self, config: RunConfig, record: Mapping[str, object]) -> None:
         if self.config is not None and config.config_hash == self.config.config_hash:
-            self.result = result
+            self.result = record["result"]  # type: ignore[assignment]
 
     @property
     def done(self) -> bool:
@@ -537,8 +546,88 @@ class PBTTuner(JobTuner):
         )
 
 
+def geometric_mean_curve(curves: list[list[float]], steps: int) -> tuple[float, ...]:
+    """The LR at each of `steps` steps: the geometric mean (the mean of log LR, the natural
+    mean of multiplicative quantities) over the curves that reached that step with a finite
+    positive LR. A curve ends early when its run diverged; a step no curve reached holds the
+    last mean (every curve empty: ValueError)."""
+    out: list[float] = []
+    for t in range(steps):
+        logs = [math.log(c[t]) for c in curves if t < len(c) and math.isfinite(c[t]) and c[t] > 0]
+        if logs:
+            out.append(math.exp(math.fsum(logs) / len(logs)))
+        elif out:
+            out.append(out[-1])
+        else:
+            raise ValueError("no curve has a finite positive LR at the first step")
+    return tuple(out)
+
+
+class ReplayTuner(Tuner):
+    """A controller's LR curve as a fixed schedule: the geometric mean, per step, of the LRs of
+    the controller method `method.replays` at the reference LR on the tuning seeds (its own
+    untuned runs, which read the validation split only); the final runs replay it."""
+
+    name = "replay"
+    label = "controller's LR curve"
+
+    def __init__(self, plan: Plan, task: str, method: Method) -> None:
+        super().__init__(plan, task, method)
+        source = METHODS[method.replays]
+        if source.optimizer != method.optimizer or not source.uses_controller:
+            raise ValueError(
+                f"method {method.name!r} replays {source.name!r}, which is not a controller "
+                f"method with the optimizer {method.optimizer!r}"
+            )
+        self.source = source
+        self.configs = [
+            plan.run(task, source, 1.0, s, role="tune") for s in plan.config.tune_seed_list
+        ]
+        self.curves: dict[str, list[float]] = {}
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.configs)
+
+    def ask(self) -> list[RunConfig]:
+        if self.n_asked:
+            return []
+        self.n_asked = len(self.configs)
+        return list(self.configs)
+
+    def tell(self, config: RunConfig, record: Mapping[str, object]) -> None:
+        if any(config.config_hash == c.config_hash for c in self.configs):
+            steps: Mapping[str, list[float]] = record["steps"]  # type: ignore[assignment]
+            self.curves[config.config_hash] = [float(v) for v in steps["lr"]]
+
+    @property
+    def done(self) -> bool:
+        return len(self.curves) == len(self.configs)
+
+    def outcome(self) -> TuneOutcome:
+        if not self.done:
+            raise RuntimeError(f"the runs {self.method.name} replays on {self.task} are not done")
+        first = self.configs[0]
+        lrs = geometric_mean_curve(list(self.curves.values()), first.steps)
+        budget = Budget(1, sum(c.steps for c in self.configs))
+        return TuneOutcome(lrs[0] / first.reference_lr, lr_trajectory=lrs, budget=budget)
+
+    @classmethod
+    def protocol(cls, plan: Plan, methods: list[str]) -> str:
+        sources = ", ".join(dict.fromkeys(METHODS[m].replays for m in methods))
+        return (
+            f"- **Controller replay** ({', '.join(methods)}): per task, the LR at every step of "
+            f"the controller's own untuned runs ({sources}, at the reference LR) with the "
+            f"tuning seeds {list(plan.config.tune_seed_list)}, averaged over the seeds "
+            "geometrically (the mean of log LR), is replayed as a fixed schedule "
+            "(lrctl.baselines.ReplayLR) on the reported seeds: the controller's curve without "
+            "its reaction to the run. Beating its replay is the controller's evidence that it "
+            "reacts to what it sees."
+        )
+
+
 TUNERS: dict[str, type[Tuner]] = {
-    t.name: t for t in (GridTuner, RandomTuner, TPETuner, RangeTestTuner, PBTTuner)
+    t.name: t for t in (GridTuner, RandomTuner, TPETuner, RangeTestTuner, PBTTuner, ReplayTuner)
 }
 """Tuner classes by `Method.tuner` name."""
 assert tuple(TUNERS) == TUNER_NAMES, "register each tuner in TUNERS and in TUNER_NAMES"
@@ -551,10 +640,8 @@ def make_tuner(plan: Plan, task: str, method: Method) -> Tuner:
 
 def protocol_lines(plan: Plan) -> list[str]:
     """How each tuner in use chose the LRs, one summary line per tuner (grid first)."""
-    if not plan.tuning:
-        return []
     used: dict[str, list[str]] = {}
     for m in plan.methods:
-        if m.tuned:
+        if plan.has_tuner(m):
             used.setdefault(m.tuner, []).append(m.name)
     return [TUNERS[name].protocol(plan, used[name]) for name in TUNER_NAMES if name in used]

@@ -1,8 +1,13 @@
 """Task suites: TOML files listing families and the ranges each samples from.
 
+Three suites, three roles (envs/README.md): `train` is what the controller meta-trains on,
+`val` is where every choice about it is made, `eval` is read for the final report only. They
+share no family. `train_v1` is the train suite's first revision, kept for comparisons.
+
 Format (version 1)::
 
     version = 1
+    revision = 2                 # optional: the suite's own revision (its content), default 1
     name = "train"
 
     [[family]]
@@ -16,7 +21,8 @@ Format (version 1)::
     depths = [1, 2]              # optional
     reference_lr = { adam = 3e-3 }  # optional: override reference LRs
 
-A malformed file raises `SuiteError` naming the file, the field and what is allowed.
+A malformed file raises `SuiteError` (an `lrctl.errors.LrctlError`) naming the file, the field
+and what is allowed; `Suite.family` raises `UnknownNameError` listing the suite's families.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lrctl.optimizers import SAMPLED_OPTIMIZERS
+from lrctl.errors import LrctlError, UnknownNameError
+from lrctl.optimizer_names import SAMPLED_OPTIMIZERS
 from lrctl.resources import data_path
 from lrctl.tasks.base import FamilyConfig, RunSpec, TaskFamily
 from lrctl.tasks.families import FAMILIES
@@ -39,10 +46,13 @@ else:  # pragma: no cover
 
 SUITE_FORMAT_VERSION = 1
 SUITES_DIR = data_path("envs")
-"""Where `train.toml` and `eval.toml` live (the source tree's envs/, or the wheel's copy)."""
+"""Where the suite files live (the source tree's envs/, or the wheel's copy)."""
+SUITE_NAMES = ("train", "val", "eval", "train_v1")
+"""The shipped suites, by the name `load_suite` takes."""
+TOP_LEVEL_FIELDS = ("version", "revision", "name", "description", "family")
 
 
-class SuiteError(ValueError):
+class SuiteError(LrctlError, ValueError):
     """A suite file is missing or malformed; the message names the file and the field."""
 
 
@@ -53,6 +63,8 @@ class Suite:
     name: str
     path: Path
     families: tuple[TaskFamily, ...]
+    revision: int = 1
+    """The suite's own revision: bumped when its families or ranges change."""
 
     @property
     def family_names(self) -> tuple[str, ...]:
@@ -62,7 +74,7 @@ class Suite:
         for f in self.families:
             if f.name == name:
                 return f
-        raise KeyError(
+        raise UnknownNameError(
             f"family {name!r} is not in suite {self.name!r} ({self.path}); "
             f"it has: {', '.join(self.family_names)}"
         )
@@ -75,7 +87,7 @@ class Suite:
 
 
 def resolve_suite_path(path_or_name: str | Path) -> Path:
-    """A suite path as given, or a bare name ('train', 'eval') looked up in envs/."""
+    """A suite path as given, or a bare name ('train', 'val', 'eval', ...) looked up in envs/."""
     p = Path(path_or_name)
     if p.suffix != ".toml" and not p.exists():
         p = SUITES_DIR / f"{p}.toml"
@@ -165,21 +177,21 @@ def _parse_family(path: Path, i: int, table: object) -> TaskFamily:
 
 
 def load_suite(path_or_name: str | Path) -> Suite:
-    """Read and validate a suite file (a path, or 'train' / 'eval' for envs/<name>.toml)."""
+    """Read and validate a suite file (a path, or a name in `SUITE_NAMES` for envs/<name>.toml)."""
     path = resolve_suite_path(path_or_name)
     if not path.is_file():
         raise SuiteError(
             f"{path}: suite file not found; pass a path to a .toml suite or one of "
-            f"'train', 'eval' (looked in {SUITES_DIR})"
+            f"{', '.join(repr(n) for n in SUITE_NAMES)} (looked in {SUITES_DIR})"
         )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SuiteError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"version", "name", "description", "family"})
+    unknown = sorted(set(data) - set(TOP_LEVEL_FIELDS))
     if unknown:
         raise _err(
-            path, unknown[0], "unknown top-level field; allowed: version, name, description, family"
+            path, unknown[0], f"unknown top-level field; allowed: {', '.join(TOP_LEVEL_FIELDS)}"
         )
     if data.get("version") != SUITE_FORMAT_VERSION:
         raise _err(
@@ -187,6 +199,9 @@ def load_suite(path_or_name: str | Path) -> Suite:
             "version",
             f"expected version = {SUITE_FORMAT_VERSION}, got {data.get('version')!r}",
         )
+    revision = data.get("revision", 1)
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+        raise _err(path, "revision", f"expected a positive integer, got {revision!r}")
     tables = data.get("family")
     if not isinstance(tables, list) or not tables:
         raise _err(path, "family", "expected at least one [[family]] table")
@@ -194,4 +209,6 @@ def load_suite(path_or_name: str | Path) -> Suite:
     names = [f.name for f in families]
     if len(set(names)) != len(names):
         raise _err(path, "family", f"each family may appear once, got {names}")
-    return Suite(name=str(data.get("name", path.stem)), path=path, families=families)
+    return Suite(
+        name=str(data.get("name", path.stem)), path=path, families=families, revision=revision
+    )
