@@ -175,7 +175,9 @@ def _worker(rank: int, ports: tuple[int, int], out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{ports[0]}",
+        # A file rendezvous: no port that another process could take between free_port()
+        # and the bind (a TCP rendezvous hung the fixture now and then on a busy machine).
+        init_method=f"file://{Path(out_dir) / 'rendezvous'}",
         rank=rank,
         world_size=WORLD,
         timeout=timedelta(seconds=60),
@@ -201,6 +203,8 @@ def _worker(rank: int, ports: tuple[int, int], out_dir: str) -> None:
 def spawn(out_dir: Path, timeout_s: float = 240.0) -> list[dict]:
     """Run `_worker` on WORLD processes and return what each rank saved."""
     ports = (free_port(), free_port())
+    while ports[1] == ports[0]:
+        ports = (ports[0], free_port())
     ctx = mp.spawn(_worker, args=(ports, str(out_dir)), nprocs=WORLD, join=False)
     deadline = time.monotonic() + timeout_s
     while not ctx.join(timeout=1.0):
@@ -211,9 +215,18 @@ def spawn(out_dir: Path, timeout_s: float = 240.0) -> list[dict]:
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
+_SPAWN_ERROR: list[str] = []  # a failed spawn fails the module's other tests at once
+
+
 @pytest.fixture(scope="module")
 def ranks_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    return spawn(tmp_path_factory.mktemp("distributed"))
+    if _SPAWN_ERROR:
+        pytest.fail(_SPAWN_ERROR[0])
+    try:
+        return spawn(tmp_path_factory.mktemp("distributed"))
+    except BaseException as exc:
+        _SPAWN_ERROR.append(f"the distributed workers failed: {exc}")
+        raise
 
 
 def divergence(results: list[dict], key: str) -> tuple[int, float]:

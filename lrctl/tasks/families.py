@@ -729,6 +729,11 @@ class _CharLM(TaskFamily):
 
 
 class _TransformerLM(_CharLM):
+    # Not batchable by choice: a population trains these models exactly like single runs
+    # (tests/test_batched_families.py), but attention under torch.vmap runs no faster than
+    # one run per core (benchmarks/family_throughput.py: N = 16 at 0.9-1.1x one env), so
+    # single envs in parallel processes train them faster.
+    batchable = False
     heads: ClassVar[int] = 2
     pre_norm: ClassVar[bool] = True
     default_widths = (32, 48)
@@ -741,7 +746,6 @@ class _TransformerLM(_CharLM):
 
 class CharTransformer(_TransformerLM):
     name = "char_transformer"
-    batchable = True
     description = "next character of stdlib source (module set A), causal transformer (pre-LN)"
     text = "train"
     reference_lrs = {
@@ -752,7 +756,6 @@ class CharTransformer(_TransformerLM):
 
 class PostLNTransformer(_TransformerLM):
     name = "postln_transformer"
-    batchable = True
     description = "next character of stdlib source (module set C), causal transformer (post-LN)"
     text = "val"
     pre_norm = False
@@ -764,7 +767,6 @@ class PostLNTransformer(_TransformerLM):
 
 class LMTransformer(_TransformerLM):
     name = "lm_transformer"
-    batchable = True
     description = (
         "next character of stdlib source (module set D, about 1 MB: a long run sees it about "
         "once), causal transformer (pre-LN)"
