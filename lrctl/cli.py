@@ -284,7 +284,9 @@ def _add_find_lr_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "--suite", default="eval", help="suite: a .toml path or 'eval' (default) / 'train'"
+        "--suite",
+        default="eval",
+        help="suite: a .toml path or a name: 'eval' (default), 'val', 'train', 'train_v1'",
     )
     p.add_argument("--task", required=True, help="a family of the suite, e.g. digits_cnn")
     p.add_argument(
@@ -450,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
-        "--suite", default="eval", help="suite: a .toml path or 'eval' (default) / 'train'"
+        "--suite",
+        default="eval",
+        help="suite: a .toml path or a name: 'eval' (default), 'val', 'train', 'train_v1'",
     )
     p.add_argument(
         "--tasks", nargs="+", metavar="TASK", help="families of the suite to run (default: all)"
