@@ -66,27 +66,32 @@ def mlp(n_in: int, width: int, depth: int, n_out: int, act: type[nn.Module] = nn
 
 
 class _Tabular(TaskFamily):
+    """A width x depth network on fixed data splits, cross-entropy or MSE: the tabular, large-data
+    and residual families differ only in their data (`splits`), network (`network`) and
+    `n_classes`, so each states those and nothing else."""
+
     dataset: str
     n_classes: int  # 0 for regression
     act: type[nn.Module] = nn.ReLU
 
+    def splits(self) -> tuple[Split, Split, Split]:
+        """Train, val and test splits (default: the sklearn data set `dataset`)."""
+        return tabular(self.dataset)
+
+    def network(self, n_in: int, width: int, depth: int, n_out: int) -> nn.Module:
+        """The model of one run (default: an MLP with activation `act`)."""
+        return mlp(n_in, width, depth, n_out, self.act)
+
     def build(self, spec: RunSpec) -> Task:
-        train, val, test = tabular(self.dataset)
-        n_in = train.x.shape[1]
+        splits = self.splits()
+        n_in = splits[0].x.shape[1]
         width, depth = spec.arch.get("width", 0), spec.arch.get("depth", 0)
         n_out = self.n_classes or 1
         classification = self.n_classes > 0
-        return Task(
-            name=spec.describe(),
-            family=self.name,
-            model_fn=lambda: mlp(n_in, width, depth, n_out, self.act),
-            train=train,
-            val=val,
-            test=test,
-            loss_fn=F.cross_entropy if classification else F.mse_loss,
-            batch_size=spec.batch_size,
-            classification=classification,
-        )
+        return _task(
+            self, spec, lambda: self.network(n_in, width, depth, n_out), splits,
+            F.cross_entropy if classification else F.mse_loss, classification,
+        )  # fmt: skip
 
 
 class DigitsMLP(_Tabular):
@@ -386,7 +391,7 @@ def _task(
     )  # fmt: skip
 
 
-class TeacherMLP(TaskFamily):
+class TeacherMLP(_Tabular):
     """Teacher-student classification, large data (`data.teacher('teacher_cls')`)."""
 
     name = "teacher_mlp"
@@ -399,14 +404,13 @@ class TeacherMLP(TaskFamily):
         "rmsprop": 0.0003, "adam": 0.001, "adamw": 0.001,
     }  # fmt: skip
 
-    def build(self, spec: RunSpec) -> Task:
-        splits = teacher("teacher_cls")
-        w, d = spec.arch["width"], spec.arch["depth"]
-        n_in = splits[0].x.shape[1]
-        return _task(self, spec, lambda: mlp(n_in, w, d, 10), splits, F.cross_entropy, True)
+    n_classes = 10
+
+    def splits(self) -> tuple[Split, Split, Split]:
+        return teacher("teacher_cls")
 
 
-class TeacherRegression(TaskFamily):
+class TeacherRegression(_Tabular):
     """Teacher-student regression on a stream-sized split (`data.teacher('teacher_reg')`)."""
 
     name = "teacher_regression"
@@ -419,14 +423,13 @@ class TeacherRegression(TaskFamily):
         "rmsprop": 0.003, "adam": 0.003, "adamw": 0.003,
     }  # fmt: skip
 
-    def build(self, spec: RunSpec) -> Task:
-        splits = teacher("teacher_reg")
-        w, d = spec.arch["width"], spec.arch["depth"]
-        n_in = splits[0].x.shape[1]
-        return _task(self, spec, lambda: mlp(n_in, w, d, 1), splits, F.mse_loss, False)
+    n_classes = 0
+
+    def splits(self) -> tuple[Split, Split, Split]:
+        return teacher("teacher_reg")
 
 
-class FriedmanMLP(TaskFamily):
+class FriedmanMLP(_Tabular):
     """Friedman #1 regression, large data (`data.synthetic('friedman1')`)."""
 
     name = "friedman_mlp"
@@ -439,11 +442,10 @@ class FriedmanMLP(TaskFamily):
         "rmsprop": 0.003, "adam": 0.003, "adamw": 0.003,
     }  # fmt: skip
 
-    def build(self, spec: RunSpec) -> Task:
-        splits = synthetic("friedman1")
-        w, d = spec.arch["width"], spec.arch["depth"]
-        n_in = splits[0].x.shape[1]
-        return _task(self, spec, lambda: mlp(n_in, w, d, 1, nn.Tanh), splits, F.mse_loss, False)
+    n_classes, act = 0, nn.Tanh
+
+    def splits(self) -> tuple[Split, Split, Split]:
+        return synthetic("friedman1")
 
 
 class _DropoutMLP(TaskFamily):
@@ -526,7 +528,7 @@ class _ResidualMLP(nn.Module):
         return self.head(self.norm(h))
 
 
-class DigitsResMLP(TaskFamily):
+class DigitsResMLP(_Tabular):
     name = "digits_resmlp"
     batchable = True
     description = "sklearn digits, residual MLP with LayerNorm, cross-entropy"
@@ -537,16 +539,13 @@ class DigitsResMLP(TaskFamily):
         "rmsprop": 0.003, "adam": 0.01, "adamw": 0.003,
     }  # fmt: skip
 
-    def build(self, spec: RunSpec) -> Task:
-        splits = tabular("digits")
-        w, d = spec.arch["width"], spec.arch["depth"]
-        n_in = splits[0].x.shape[1]
-        return _task(
-            self, spec, lambda: _ResidualMLP(n_in, w, d, 10), splits, F.cross_entropy, True
-        )
+    dataset, n_classes = "digits", 10
+
+    def network(self, n_in: int, width: int, depth: int, n_out: int) -> nn.Module:
+        return _ResidualMLP(n_in, width, depth, n_out)
 
 
-class SpiralResMLP(TaskFamily):
+class SpiralResMLP(_Tabular):
     name = "spiral_resmlp"
     batchable = True
     description = "three noisy spiral arms (50k points, 2 inputs), residual MLP with LayerNorm"
@@ -557,10 +556,13 @@ class SpiralResMLP(TaskFamily):
         "rmsprop": 0.0001, "adam": 0.0001, "adamw": 0.0001,
     }  # fmt: skip
 
-    def build(self, spec: RunSpec) -> Task:
-        splits = synthetic("spirals")
-        w, d = spec.arch["width"], spec.arch["depth"]
-        return _task(self, spec, lambda: _ResidualMLP(2, w, d, 3), splits, F.cross_entropy, True)
+    n_classes = 3
+
+    def splits(self) -> tuple[Split, Split, Split]:
+        return synthetic("spirals")
+
+    def network(self, n_in: int, width: int, depth: int, n_out: int) -> nn.Module:
+        return _ResidualMLP(n_in, width, depth, n_out)
 
 
 class _BatchNormMLP(nn.Sequential):
@@ -578,7 +580,7 @@ class _BatchNormMLP(nn.Sequential):
         super().__init__(*layers)
 
 
-class Friedman2BNMLP(TaskFamily):
+class Friedman2BNMLP(_Tabular):
     name = "friedman2_bn_mlp"
     description = "make_friedman2 regression (200k rows, low noise), MLP with BatchNorm, MSE"
     default_widths = (32, 64, 128)
@@ -588,11 +590,13 @@ class Friedman2BNMLP(TaskFamily):
         "rmsprop": 0.0003, "adam": 0.003, "adamw": 0.003,
     }  # fmt: skip
 
-    def build(self, spec: RunSpec) -> Task:
-        splits = synthetic("friedman2")
-        w, d = spec.arch["width"], spec.arch["depth"]
-        n_in = splits[0].x.shape[1]
-        return _task(self, spec, lambda: _BatchNormMLP(n_in, w, d, 1), splits, F.mse_loss, False)
+    n_classes = 0
+
+    def splits(self) -> tuple[Split, Split, Split]:
+        return synthetic("friedman2")
+
+    def network(self, n_in: int, width: int, depth: int, n_out: int) -> nn.Module:
+        return _BatchNormMLP(n_in, width, depth, n_out)
 
 
 class _TextureCNN(nn.Module):
