@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from lrctl.actions import ActionSpec
 from lrctl.bench import BenchConfig, make_plan, run_bench
 from lrctl.bench.methods import METHODS, Method, get_methods
 from lrctl.bench.plan import FULL_GRID, RunConfig, choose_factor, log_grid
-from lrctl.bench.quality import quality_bar
+from lrctl.bench.quality import generalization_bar, quality_bar
 from lrctl.bench.report import RUN_COLUMNS, win_rate
 from lrctl.bench.store import RunStore
 from lrctl.cli import main
@@ -290,6 +291,46 @@ def test_quality_bar_numbers(tiny: dict) -> None:
     assert by_key["d"].value.startswith(f"{np.median(ratios):.3f} over 4")
     text = (tiny["dir"] / "quality_bar.md").read_text()
     assert f"| {a:.1%} " in text and ">= 80%" in text and "<= 1.05" in text
+
+
+def test_generalization_targets(tiny: dict, replay: dict) -> None:
+    runs, outcome = tiny["runs"], tiny["outcome"]
+    goals = {c.key: c for c in generalization_bar(outcome, runs)}
+    bar = {c.key: c for c in quality_bar(outcome, runs)[0]}
+    assert list(goals) == ["G1", "G2", "G3", "G4", "G5"]
+    # G1 and G2 are (d) and (b) of the bar against the stricter targets.
+    assert goals["G1"].value == bar["d"].value.split(" ")[0]
+    assert goals["G1"].passed == (float(goals["G1"].value) <= 1.0)
+    assert goals["G2"].value == bar["b"].value and goals["G2"].passed == (
+        float(bar["b"].value.rstrip("%")) >= 80
+    )
+    finals = runs[runs.role == "final"].groupby(["task", "method"]).final_val_loss.mean()
+    beats = [
+        finals[(t, "controller_momentum")] < finals[(t, "adam_default")]
+        for t in ("wine_mlp", "breast_cancer_logreg")
+    ]
+    assert goals["G4"].value.startswith(f"{sum(beats)}/2 tasks")
+    assert goals["G4"].passed == all(beats)
+    assert goals["G5"].passed is None  # no replay method in this bench
+    # Both benches' stored runs together: the sweep of one, the replays of the other.
+    out = tiny["root"] / "both"
+    for source in (tiny["dir"], replay["dir"]):
+        shutil.copytree(source / "runs", out / "tiny" / "runs", dirs_exist_ok=True)
+    config = BenchConfig(
+        suite=str(tiny["suite"]), methods=(*TINY_METHODS, "controller_replay_momentum"),
+        seeds=2, tune_seeds=2, grid=TINY_GRID,
+    )  # fmt: skip
+    both = run_bench(config, out=out, controller=tiny["controller"], workers=1, progress=False)
+    assert both.n_new == 0
+    runs = pd.read_csv(out / "tiny" / "runs.csv")
+    pairs = runs[runs.role == "final"].pivot_table(
+        index=["task", "seed"], columns="method", values="final_val_loss"
+    )
+    won = (pairs.controller_momentum < pairs.controller_replay_momentum).groupby("task").mean()
+    g5 = {c.key: c for c in generalization_bar(both, runs)}["G5"]
+    assert g5.value == f"{int((won > 0.5).sum())}/2 tasks"
+    assert g5.passed == ((won > 0.5).sum() > 1)
+    assert "## Generalization targets" in (tiny["dir"] / "quality_bar.md").read_text()
 
 
 def test_method_registry() -> None:

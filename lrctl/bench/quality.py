@@ -12,6 +12,17 @@ LR (the sweep), and the controller at the reference LR with cosine at its tuned 
 | c   | per task, controller's worst cell <= cosine's worst cell    | every task   |
 | d   | median of controller(x1) / cosine(best LR of the grid)      | <= 1.05      |
 
+A second, stricter table holds the targets for a controller that generalizes (untuned, at
+the user's LR, at least as good as cosine tuned per task), judged on the same runs:
+
+| key | criterion                                                                | target     |
+| --- | ------------------------------------------------------------------------ | ---------- |
+| G1  | median of controller(x1) / cosine(best LR of the grid)                   | <= 1.00    |
+| G2  | cells where controller <= 1.01 x cosine at the same LR                   | >= 80%     |
+| G3  | per task, worst cell <= cosine's, no divergence where cosine is finite   | every task |
+| G4  | per task, the better controller at x1 beats Adam at 1e-3 (mean val loss) | every task |
+| G5  | tasks where the controller beats its own replay in most runs             | most tasks |
+
 The replay comparison holds the controller at the reference LR against its own mean LR curve
 replayed as a fixed schedule on the same seeds (lrctl.bench.tuners.ReplayTuner): the same
 curve on average, without the reaction to the run.
@@ -32,6 +43,9 @@ from lrctl.bench.outcome import BenchOutcome
 TARGET_A = 0.80  # fraction of cells with controller <= constant LR
 TARGET_B = 0.60  # fraction of cells with controller <= 1.01 x cosine
 TARGET_D = 1.05  # median of controller(x1) / cosine(best grid LR)
+# Generalization targets (the stricter table; never change them to make a run pass either).
+GOAL_RATIO = 1.00  # G1: median of controller(x1) / cosine(best grid LR)
+GOAL_CELLS = 0.80  # G2: fraction of cells with controller <= 1.01 x cosine at the same LR
 
 
 def fmt_loss(x: float) -> str:
@@ -241,6 +255,65 @@ def replay_table(pairs: pd.DataFrame) -> str:
     return table.to_markdown(index=False)
 
 
+def generalization_bar(outcome: BenchOutcome, runs: pd.DataFrame) -> list[Criterion]:
+    """The generalization targets G1-G5 (module docstring) on the bar's runs; empty without a
+    controller sweep. G4 needs Adam at 1e-3 and G5 the replay methods among the runs, else
+    they read "not measured"."""
+    cell = bar_cells(outcome, runs)
+    if cell.empty:
+        return []
+    crit: list[Criterion] = []
+    ratios = bar_ratios(outcome, runs)
+    if len(ratios):
+        d = float(np.median(ratios.ratio))
+        crit.append(Criterion("G1", "median of controller(x1) / cosine(best LR of the grid)",
+                              f"{d:.3f}", f"<= {GOAL_RATIO:.2f}", d <= GOAL_RATIO))  # fmt: skip
+    b = float((cell.controller <= 1.01 * cell.cosine).mean())
+    crit.append(Criterion("G2", "cells where controller <= 1.01 x cosine at the same LR",
+                          f"{b:.1%}", f">= {GOAL_CELLS:.0%}", b >= GOAL_CELLS))  # fmt: skip
+    failing = []
+    for t, c in cell.groupby("task", sort=False):
+        lost = (~np.isfinite(c.controller) & np.isfinite(c.cosine)).sum()
+        if c.controller.max() > c.cosine.max() or lost:
+            failing.append(
+                f"{t}" + (f" ({lost} divergences where cosine stays finite)" if lost else "")
+            )
+    n_tasks = cell.task.nunique()
+    crit.append(Criterion("G3", "per task, worst cell <= cosine's worst, no divergence where "
+                          "cosine stays finite",
+                          f"{n_tasks - len(failing)}/{n_tasks} tasks"
+                          + (f" (fails: {', '.join(failing)})" if failing else ""),
+                          "every task", not failing))  # fmt: skip
+    finals = runs[runs.role == "final"]
+    means = finals.groupby(["task", "method"]).final_val_loss.agg(mean_with_inf)
+    controllers = [m.name for m in outcome.plan.sweep_methods if m.uses_controller]
+    tasks = [t for t in outcome.plan.families if (t, "adam_default") in means.index]
+    if tasks:
+        lose = [
+            t for t in tasks
+            if not min(means.get((t, m), math.inf) for m in controllers) < means[(t, "adam_default")]
+        ]  # fmt: skip
+        crit.append(Criterion("G4", "per task, the better controller at x1 beats Adam at 1e-3 "
+                              "(mean final validation loss)",
+                              f"{len(tasks) - len(lose)}/{len(tasks)} tasks"
+                              + (f" (loses on: {', '.join(lose)})" if lose else ""),
+                              "every task", not lose))  # fmt: skip
+    else:
+        crit.append(Criterion("G4", "per task, the better controller at x1 beats Adam at 1e-3",
+                              "not measured (adam_default not run)", "every task", None))  # fmt: skip
+    pairs = replay_pairs(outcome, runs)
+    if not pairs.empty:
+        won = pairs.assign(win=pairs.controller_val < pairs.replay_val).groupby("task").win.mean()
+        n_won = int((won > 0.5).sum())
+        crit.append(Criterion("G5", "tasks where the controller beats its own replay in most "
+                              "(optimizer, seed) runs", f"{n_won}/{len(won)} tasks",
+                              "most tasks", n_won > len(won) / 2))  # fmt: skip
+    else:
+        crit.append(Criterion("G5", "tasks where the controller beats its own replay",
+                              "not measured (no replay method run)", "most tasks", None))  # fmt: skip
+    return crit
+
+
 def verdict(crit: list[Criterion]) -> str:
     return "PASS" if crit and all(c.passed for c in crit) else "FAIL"
 
@@ -291,6 +364,14 @@ def quality_markdown(
             criteria_table(crit) + "\n",
             "## Per task\n",
             quality_by_task(outcome, runs).to_markdown(index=False) + "\n",
+        ]
+        goals = generalization_bar(outcome, runs)
+        parts += [
+            f"## Generalization targets — {verdict(goals)} "
+            f"({sum(c.passed is True for c in goals)}/{len(goals)})\n",
+            "The stricter targets for a controller that generalizes: untuned, at the user's LR, "
+            "at least as good as cosine tuned per task (same runs as above).\n",
+            criteria_table(goals) + "\n",
         ]
     pairs = replay_pairs(outcome, runs)
     if not pairs.empty:
