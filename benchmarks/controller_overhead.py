@@ -5,6 +5,11 @@ on the same model, data batches and optimizer; repeats are interleaved and the m
 reported. Run with one thread so the two loops see the same machine:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/controller_overhead.py [--controller FILE]
+
+`--with-v3` also times the controller widened to feature version 3 (the two new inputs get zero
+weights, so it makes exactly the same decisions): the difference between the two is the cost of
+measuring the last update's size and the last two gradients' cosine once per block.
+`--family` restricts the cases to one model.
 """
 
 from __future__ import annotations
@@ -16,7 +21,33 @@ import time
 import torch
 
 from lrctl.controller import LRController
+from lrctl.controller_file import ControllerWeights, load_controller
+from lrctl.features import obs_dim
+from lrctl.resources import DEFAULT_CONTROLLER, data_path
 from lrctl.tasks import FAMILIES
+
+CASES = [
+    ("digits_mlp", 2000, {"width": 64, "depth": 2}),
+    ("char_mlp", 1000, {"width": 256, "depth": 2}),
+    ("char_gru", 300, {"width": 128}),
+]
+
+
+def widened_to_v3(weights: ControllerWeights) -> ControllerWeights:
+    """`weights` reading features v3: zero input weights (mean 0, variance 1) on the two new
+    features, so that it decides exactly as `weights` does; only the measurement differs."""
+    extra = obs_dim(3) - weights.obs_mean.shape[0]
+    (w0, b0), *rest = weights.layers
+    return ControllerWeights(
+        layers=[(torch.cat([w0, torch.zeros(w0.shape[0], extra)], 1), b0), *rest],
+        obs_mean=torch.cat([weights.obs_mean, torch.zeros(extra)]),
+        obs_var=torch.cat([weights.obs_var, torch.ones(extra)]),
+        obs_clip=weights.obs_clip,
+        obs_epsilon=weights.obs_epsilon,
+        action_spec=weights.action_spec,
+        provenance=weights.provenance,
+        feature_version=3,
+    )
 
 
 def make_loop(family: str, steps: int, arch: dict[str, int]):
@@ -27,7 +58,7 @@ def make_loop(family: str, steps: int, arch: dict[str, int]):
     idx = torch.randint(0, len(task.train), (steps, spec.batch_size), generator=g)
     batches = [(task.train.x[i], task.train.y[i]) for i in idx]
 
-    def run(scheduler: str, controller: str | None) -> float:
+    def run(scheduler: str, controller: str | ControllerWeights | None) -> float:
         torch.manual_seed(0)
         model = task.model_fn()
         opt = torch.optim.SGD(model.parameters(), lr=spec.base_lr, momentum=0.9)
@@ -54,28 +85,40 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--controller", help="controller file (default: the shipped one)")
+    parser.add_argument(
+        "--with-v3",
+        action="store_true",
+        help="also time the controller widened to feature version 3 (same decisions)",
+    )
+    parser.add_argument("--family", choices=[c[0] for c in CASES], help="only this case")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cases = [
-        ("digits_mlp", 2000, {"width": 64, "depth": 2}),
-        ("char_mlp", 1000, {"width": 256, "depth": 2}),
-        ("char_gru", 300, {"width": 128}),
-    ]
+    weights = load_controller(args.controller or data_path(DEFAULT_CONTROLLER))
+    controllers = {f"controller (features v{weights.feature_version})": weights}
+    if args.with_v3 and weights.feature_version < 3:
+        controllers["controller (features v3)"] = widened_to_v3(weights)
+    cases = [c for c in CASES if args.family in (None, c[0])]
     print(f"torch {torch.__version__}, 1 thread, {args.repeats} interleaved repeats, median")
     for family, steps, arch in cases:
         spec, run = make_loop(family, steps, arch)
-        run("cosine", args.controller), run("controller", args.controller)  # warm-up
-        cos, ctl = [], []
+        run("cosine", None)
+        for ctl in controllers.values():  # warm-up
+            run("controller", ctl)
+        times: dict[str, list[float]] = {"cosine": [], **{name: [] for name in controllers}}
         for _ in range(args.repeats):
-            cos.append(run("cosine", args.controller))
-            ctl.append(run("controller", args.controller))
-        c, k = statistics.median(cos), statistics.median(ctl)
-        ratios = [b / a for a, b in zip(cos, ctl, strict=True)]
-        print(
-            f"{spec.describe():<70} cosine {c / steps * 1e6:7.1f} us/step  controller "
-            f"{k / steps * 1e6:7.1f} us/step  ratio {k / c:.3f} (per-repeat median {statistics.median(ratios):.3f})"
-        )
+            times["cosine"].append(run("cosine", None))
+            for name, ctl in controllers.items():
+                times[name].append(run("controller", ctl))
+        c = statistics.median(times["cosine"])
+        print(f"{spec.describe()}: cosine {c / steps * 1e6:7.1f} us/step")
+        for name in controllers:
+            k = statistics.median(times[name])
+            ratios = [b / a for a, b in zip(times["cosine"], times[name], strict=True)]
+            print(
+                f"  {name:<27} {k / steps * 1e6:7.1f} us/step  ratio {k / c:.3f} "
+                f"(per-repeat median {statistics.median(ratios):.3f})"
+            )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,16 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from lrctl.actions import ActionSpec, cosine_anchor
-from lrctl.episodes import Episodes, TaskCache, resolve_action_spec, spec_family, step_info
+from lrctl.episodes import (
+    Episodes,
+    TaskCache,
+    resolve_action_spec,
+    resolve_feature_version,
+    spec_family,
+    step_info,
+)
 from lrctl.errors import UsageError
-from lrctl.features import CLIP, OBS_DIM, FeatureTracker
+from lrctl.features import CLIP, FEATURE_VERSION, FeatureTracker, obs_dim
 from lrctl.runs import Block, Runs
 from lrctl.tasks import FAMILIES, RunSpec, Suite, TaskFamily, load_suite
 
@@ -110,7 +117,9 @@ class BatchedLRControlEnv(VecEnv):
 
     ## Observation Space
 
-    `Box(-10, 10, (13,), float32)` per member, as `LRControlEnv` (`lrctl.features`).
+    `Box(-10, 10, (D,), float32)` per member, as `LRControlEnv` (`lrctl.features`; D = 13
+    with features v2, 15 with v3, whose last-step statistics each member measures on its own
+    block's last two steps).
 
     ## Rewards
 
@@ -139,6 +148,7 @@ class BatchedLRControlEnv(VecEnv):
     - `redraw_after`: R above; 0 never redraws.
     - `seed`: seed of the population's draws (also `seed()` before `reset()`).
     - `generic`: train with the vmap forward even where the MLP fast path applies.
+    - `feature_version`: as `LRControlEnv` (2 by default, or 3).
 
     `set_options([{"spec": RunSpec}, ...])` before `reset()` pins members' first specs (they
     must share family, architecture, batch size and optimizer). `get_attr` returns the
@@ -147,7 +157,8 @@ class BatchedLRControlEnv(VecEnv):
 
     ## Version History
 
-    - v1: LRControl-v1 semantics (features v2); anchored actions with an anchored `action_spec`.
+    - v1: LRControl-v1 semantics (features v2); anchored actions with an anchored `action_spec`;
+      features v3 with `feature_version=3`.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - SB3's convention
@@ -170,6 +181,7 @@ class BatchedLRControlEnv(VecEnv):
         seed: int | None = None,
         generic: bool = False,
         relative: bool = False,
+        feature_version: int = FEATURE_VERSION,
     ) -> None:
         if n < 1:
             raise UsageError(f"n (members) must be >= 1, got {n}")
@@ -178,6 +190,8 @@ class BatchedLRControlEnv(VecEnv):
         self.render_mode = None
         self.suite = suite if isinstance(suite, Suite) else load_suite(suite)
         self.action_spec = resolve_action_spec(action_spec, interval, max_multiplier, lr_band)
+        self.feature_version = resolve_feature_version(feature_version, self.action_spec)
+        self.obs_dim = obs_dim(self.feature_version)
         self.fixed_spec = spec
         if spec is not None and not supports_batched(spec.family):
             raise UsageError(f"family {spec.family!r} does not support batched populations")
@@ -193,20 +207,20 @@ class BatchedLRControlEnv(VecEnv):
         self._tasks = TaskCache(max_val_examples, self.device)
         super().__init__(
             n,
-            spaces.Box(-CLIP, CLIP, (OBS_DIM,), np.float32),
+            spaces.Box(-CLIP, CLIP, (self.obs_dim,), np.float32),
             spaces.Box(-1.0, 1.0, (1,), np.float32),
         )
         self.shared: RunSpec | None = None
         self.family: TaskFamily | None = None
         self.runs: Runs | None = None
-        self.tracker = FeatureTracker(n)
+        self.tracker = FeatureTracker(n, self.feature_version)
         self.episodes = Episodes(n, relative=self.relative)
         self.specs: list[RunSpec | None] = [None] * n
         self._names: list[str] = [""] * n
         self._lr, self._base_lr = np.zeros(n), np.ones(n)
         self._factor, self._log_scale = np.ones(n), np.zeros(n)  # `ActionSpec.decide`
         self._episodes = np.zeros(n, np.int64)  # finished in this population
-        self._obs = np.zeros((n, OBS_DIM), np.float32)
+        self._obs = np.zeros((n, self.obs_dim), np.float32)
         self._actions = np.zeros((n, 1), np.float32)
 
     # --- VecEnv ----------------------------------------------------------------------------
@@ -350,7 +364,7 @@ class BatchedLRControlEnv(VecEnv):
             task, shared.optimizer, self._copies * self.num_envs, self.action_spec.interval,
             self.device, generic=self.generic,
         )  # fmt: skip
-        self.tracker = FeatureTracker(self.num_envs)
+        self.tracker = FeatureTracker(self.num_envs, self.feature_version)
         self._episodes[:] = 0
 
     def _start(self, rows: np.ndarray, specs: list[RunSpec]) -> np.ndarray:
@@ -396,21 +410,24 @@ class BatchedLRControlEnv(VecEnv):
         LRs; with the relative reward their reference runs too, under cosine. Returns the
         members' block and the references' validation losses (None without references)."""
         spec = self.action_spec
+        v3 = self.feature_version >= 3
         if spec.anchored:
             own = self._anchored_lrs(rows, k)
             self._lr[rows] = own[np.arange(len(rows)), np.maximum(lengths, 1) - 1]
         elif not self.relative:  # one LR per member for the block
-            return runs.run_block(lengths, self._lr[rows], spec.grad_norm_steps), None
+            lrs = self._lr[rows]
+            return runs.run_block(lengths, lrs, spec.grad_norm_steps, step_stats=v3), None
         else:
             own = np.repeat(self._lr[rows, None], k, axis=1)
         if not self.relative:
-            return runs.run_block(lengths, None, spec.grad_norm_steps, step_lrs=own), None
+            block = runs.run_block(lengths, None, spec.grad_norm_steps, step_lrs=own, step_stats=v3)
+            return block, None
         episodes = self.episodes
         t = episodes.t[rows, None] + np.arange(k)[None, :]
         ref = self._base_lr[rows, None] * cosine_anchor(t, episodes.horizon[rows, None])
         both = runs.run_block(
             np.concatenate([lengths, lengths]), None, spec.grad_norm_steps,
-            step_lrs=np.concatenate([own, ref]),
+            step_lrs=np.concatenate([own, ref]), step_stats=v3,
         )  # fmt: skip
         m = len(rows)
         return both.rows(np.arange(m)), both.val_loss[m:]
@@ -431,7 +448,7 @@ class BatchedLRControlEnv(VecEnv):
     def _observe(self, rows: np.ndarray, block: Block) -> np.ndarray:
         """Observations of members `rows` (block row j is member rows[j]) after a block."""
         g_steps = self.action_spec.grad_norm_steps
-        obs = np.empty((len(rows), OBS_DIM), np.float32)
+        obs = np.empty((len(rows), self.obs_dim), np.float32)
         episodes = self.episodes
         for length in np.unique(block.lengths):
             sel = np.flatnonzero(block.lengths == length)
@@ -441,17 +458,18 @@ class BatchedLRControlEnv(VecEnv):
                 *block.observed(sel, g_steps),
                 self._log_lr_ratio(members),
                 episodes.t[members] / episodes.horizon[members],
+                None if block.step_stats is None else block.step_stats[sel],
             )
         return obs
 
-    def _track(self, members: np.ndarray, *block: np.ndarray) -> np.ndarray:
+    def _track(self, members: np.ndarray, *block: np.ndarray | None) -> np.ndarray:
         """`FeatureTracker.update` for some members (all: the tracker itself; else a tracker
         holding their rows of its state, written back after)."""
         n = self.num_envs
         if len(members) == n and (members == np.arange(n)).all():
             return self.tracker.update(*block)
         state = self.tracker.state_dict()
-        sub = FeatureTracker(len(members))
+        sub = FeatureTracker(len(members), self.feature_version)
         sub.load_state_dict({key: value[members] for key, value in state.items()})
         obs = sub.update(*block)
         for key, value in sub.state_dict().items():

@@ -40,6 +40,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "batched": False if args.no_batched else None,
             "action_mode": args.action_mode,
             "relative_reward": True if args.relative_reward else None,
+            "feature_version": args.feature_version,
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = TrainConfig.from_dict(data, "command line")
@@ -107,6 +108,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
     path = Path(args.controller) if args.controller else data_path(DEFAULT_CONTROLLER)
     w = load_controller(path)
     print(f"controller: {path}")
+    print(f"features: version {w.feature_version} ({w.obs_mean.shape[0]} inputs)")
     print(f"action: {json.dumps(w.action_spec.to_dict())}")
     print(f"layers: {[tuple(wt.shape) for wt, _ in w.layers]}")
     prov = dict(w.provenance)
@@ -349,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="reward the improvement over a reference run under cosine at the same base LR "
         "(twice the inner steps; TrainConfig.relative_reward)",
+    )
+    p.add_argument(
+        "--feature-version",
+        type=int,
+        choices=(2, 3),
+        help="the observation's feature version (lrctl/features.py; TrainConfig.feature_version; "
+        "stored in the exported controller file): 2, the 13 loss, gradient-norm, LR and progress "
+        "features (default); 3, those plus the last update's size relative to the parameters "
+        "and the cosine of each block's last two gradients",
     )
     p.add_argument("--timesteps", type=int, help="total PPO timesteps (controller decisions)")
     p.add_argument(

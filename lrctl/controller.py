@@ -17,6 +17,13 @@ call), as tensors on the parameters' device. Every K steps (the controller file'
 param group's LR by the chosen factor, keeping each group within the controller's band around
 the group's own base LR. Nothing is synchronised between decisions, also on CUDA.
 
+Feature version 3 (`lrctl.features`, recorded in the controller file): on the block's steps K-2
+and K-1 the same hook also keeps a copy of step K-2's gradients, and at step K-1 takes their
+dot product with that step's gradients, the parameters' squared norms and a copy of the
+parameters, whose difference after the step is the update (`lrctl.last_steps.LastSteps`, one
+preallocated buffer the size of the parameters). These are device tensors too, folded into
+the decision's one host read. Version 1 and 2 files observe and act exactly as before.
+
 Non-finite losses: a block that contains a NaN or inf loss (or gradient norm) is answered by
 cutting the LR by the largest factor the controller may apply (1 / m_max), and the policy may
 not raise it again for the next `hold` decisions. The LR written to the optimizer is always
@@ -55,13 +62,15 @@ from lrctl import distributed
 from lrctl.actions import cosine_anchor
 from lrctl.controller_file import ControllerWeights, load_controller
 from lrctl.errors import UsageError
-from lrctl.features import FeatureTracker, read_block
+from lrctl.features import NONFINITE_INDEX, FeatureTracker, read_block
 from lrctl.grad_norms import combine, combine_floats, tensor_norms
+from lrctl.last_steps import LastSteps, combine_stats
 from lrctl.resources import DEFAULT_CONTROLLER, data_path
 
-STATE_VERSION = 3
-"""v3: the slow scale terms of anchored controllers (`log_scales`). v2: per-group scales,
-holds and actions as lists, and the mode (`per_group`). v1 and v2 states still load."""
+STATE_VERSION = 4
+"""v4: a features-v3 controller's unfinished block of last-step statistics (`last_steps`).
+v3: the slow scale terms of anchored controllers (`log_scales`). v2: per-group scales, holds
+and actions as lists, and the mode (`per_group`). v1 to v3 states still load."""
 
 
 def _group_lr(group: dict) -> float:
@@ -151,7 +160,14 @@ class LRController:
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
         self._group_sizes = [len(g["params"]) for g in optimizer.param_groups]
         n = len(self.base_lrs) if self.per_group else 1  # decisions per block
-        self._tracker = FeatureTracker(n)
+        self.feature_version = self.weights.feature_version
+        self._tracker = FeatureTracker(n, self.feature_version)
+        # Features v3: the block's last two steps (on the local shards of DTensors).
+        self._last = (
+            LastSteps(distributed.local_tensors(self._params))
+            if self.feature_version >= 3
+            else None
+        )
         self._loss_parts: list[torch.Tensor] = []  # this block's detached losses
         # Per step of the block's last G: per-parameter gradient norms (None: no gradients);
         # in per-group mode one per parameter, in order (0 where a parameter has none).
@@ -215,7 +231,15 @@ class LRController:
         """The gradient-norm step pre-hook. Called as `optimizer.step(closure)` (Lightning
         does), the step's gradients exist only once the closure has run: the closure is
         wrapped so that the norms are read right after it."""
-        capture = self._capture_param_grad_norms if self.per_group else self._capture_grad_norms
+        capture_norms = (
+            self._capture_param_grad_norms if self.per_group else self._capture_grad_norms
+        )
+
+        def capture(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+            capture_norms(optimizer, args, kwargs)
+            if self._last is not None:
+                self._capture_last_steps()
+
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0]: self
         if closure is None:
             capture(optimizer, args, kwargs)
@@ -230,10 +254,25 @@ class LRController:
             return args, {**kwargs, "closure": closure_then_capture}
         return (args[0], closure_then_capture, *args[2:]), kwargs
 
+    def _capture_last_steps(self) -> None:
+        """Features v3, in the gradient hook: step K-2 keeps its gradients; step K-1 measures
+        the dot product and the parameters before it steps (`LastSteps`)."""
+        assert self._last is not None
+        index, k = len(self._loss_parts), self.spec.interval
+        if index not in (k - 2, k - 1):
+            return
+        grads = distributed.local_tensors([p.grad for p in self._params])
+        if index == k - 2:
+            self._last.keep_grads(grads)
+        else:
+            self._last.before_last_step(grads, distributed.local_tensors(self._params))
+
     def _count_optimizer_step(
         self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict
     ) -> None:
         self._optimizer_steps += 1
+        if self._last is not None and self._last.measuring:  # features v3: step K-1's update
+            self._last.after_last_step(distributed.local_tensors(self._params))
 
     def _not_a_step(self) -> None:
         """A `step()` call with no optimizer step since the previous one, which is not counted.
@@ -345,6 +384,12 @@ class LRController:
             return torch.zeros(0, n_params, device=self.device)
         return torch.stack(rows).view(len(self._norm_parts), n_params)
 
+    def _block_stats(self) -> torch.Tensor:
+        """Features v3: the block's last-step statistics, the run's [1, 3] (per-group mode:
+        each group's, [n_groups, 3]), on the device."""
+        assert self._last is not None
+        return combine_stats(self._last.stats, self._group_sizes if self.per_group else None)
+
     def _read_block_cpu(self) -> tuple[list[float], list[float]]:
         """Global mode on the CPU: the block's losses and global gradient norms as Python
         floats, read value by value. There is no device to sync with, and for 10 + G numbers
@@ -358,24 +403,35 @@ class LRController:
         progress = min(self._t / self.total_steps, 1.0)
         log_lr_ratios = [math.log(s) for s in self._scales]  # log(factor), both modes
         group = distributed.active_group(self.process_group)
+        last = self._last
         if group is None and not self.per_group and self.device.type == "cpu":
-            obs = self._tracker.update_one(*self._read_block_cpu(), log_lr_ratios[0], progress)
+            stats = None if last is None else self._block_stats()[0].tolist()
+            obs = self._tracker.update_one(
+                *self._read_block_cpu(), log_lr_ratios[0], progress, stats
+            )
         else:
-            if group is None:
-                losses, gnorms = read_block(*self._block())  # the one host read per decision
+            stats = None
+            if group is None:  # the one host read per decision
+                if last is None:
+                    losses, gnorms = read_block(*self._block())
+                else:
+                    losses, gnorms, stats = read_block(*self._block(), self._block_stats())
             else:  # every rank gets the same numbers: one all_reduce, one host read
                 sizes = self._group_sizes if self.per_group else None
-                losses, gnorms = distributed.combine_block(
-                    group, self._loss_parts, self._norm_parts, sizes, self.device
-                )
+                losses, gnorms, stats = distributed.combine_block(
+                    group, self._loss_parts, self._norm_parts, sizes, self.device,
+                    None if last is None else last.stats, self._params,
+                )  # fmt: skip
             # One row (a single group): a scalar, FeatureTracker's one-run path.
             ratio = log_lr_ratios[0] if len(log_lr_ratios) == 1 else log_lr_ratios
-            obs = self._tracker.update(losses, gnorms, ratio, progress)
+            obs = self._tracker.update(losses, gnorms, ratio, progress, stats)
         self._loss_parts, self._norm_parts = [], []
+        if last is not None:
+            last.start_block()
         actions = self.weights.act(obs)  # [1 or n_groups, 1]: one policy call for all groups
         for i, scale in enumerate(self._scales):
             action = float(actions[i, 0])
-            if obs[i, -1] > 0:  # non-finite losses in the block
+            if obs[i, NONFINITE_INDEX] > 0:  # non-finite losses in the block
                 action, self._hold_left[i] = -1.0, self.hold
             elif self._hold_left[i] > 0:
                 action = min(action, 0.0)
@@ -433,8 +489,10 @@ class LRController:
                 losses, gnorms = self._block()
         finally:
             self._norm_parts = parts
+        extra = {} if self._last is None else {"last_steps": self._last.state()}
         return {
             "version": STATE_VERSION,
+            **extra,
             "per_group": self.per_group,
             "t": self._t,
             "scales": list(self._scales),
@@ -456,7 +514,7 @@ class LRController:
         if version == 1:  # before per-group control: one scale, hold and action
             state = {**state, "per_group": False, "scales": [state["scale"]],
                      "hold_left": [state["hold_left"]], "last_actions": [state["last_action"]]}  # fmt: skip
-        elif version not in (2, STATE_VERSION):
+        elif version not in (2, 3, STATE_VERSION):
             raise UsageError(f"unsupported LRController state version {version!r}")
         if bool(state["per_group"]) != self.per_group:
             raise UsageError(
@@ -487,6 +545,10 @@ class LRController:
         self._tracker.load_state_dict(
             {k: torch.as_tensor(v).cpu().numpy() for k, v in state["tracker"].items()}
         )
+        if self._last is not None:  # a state from before features v3: a fresh measurement
+            self._last.start_block()
+            if "last_steps" in state:
+                self._last.load_state(state["last_steps"])
         self._write_lrs()
         self._sync_hook()
 

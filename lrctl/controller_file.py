@@ -5,7 +5,7 @@ pickle: loading never runs code):
 
 | tensor              | shape          | meaning                                             |
 | ------------------- | -------------- | --------------------------------------------------- |
-| obs_mean, obs_var   | [OBS_DIM]      | observation normalisation (VecNormalize statistics) |
+| obs_mean, obs_var   | [D]            | observation normalisation (VecNormalize statistics) |
 | layers.{i}.weight   | [out, in]      | actor MLP, tanh between layers, identity at the end |
 | layers.{i}.bias     | [out]          |                                                     |
 
@@ -13,14 +13,17 @@ pickle: loading never runs code):
 | --------------- | ------------------------------------------------------------ |
 | format          | "lrctl-controller"                                           |
 | format_version  | "1"                                                          |
-| feature_version | lrctl.features.FEATURE_VERSION the policy was trained with   |
-| feature_names   | JSON list, checked against lrctl.features.FEATURE_NAMES      |
+| feature_version | the lrctl.features version the policy was trained with       |
+| feature_names   | JSON list, checked against lrctl.features.feature_names(v)   |
 | obs_clip        | normalised observations are clipped to [-obs_clip, obs_clip] |
 | obs_epsilon     | added to obs_var before the square root                      |
 | n_layers        | number of linear layers                                      |
 | activation      | "tanh"                                                       |
 | action_spec     | JSON of lrctl.actions.ActionSpec (interval, m_max, LR band)  |
 | provenance      | JSON: training config, timesteps, date, lrctl version        |
+
+D = `lrctl.features.obs_dim(feature_version)`: 13 for versions 1 and 2, 15 for version 3 (which
+needs `grad_norm_steps` >= 2: its gradient cosine reads the block's last two gradient norms).
 """
 
 from __future__ import annotations
@@ -36,7 +39,13 @@ import torch
 from lrctl.actions import ActionSpec
 from lrctl.atomic import atomic_path
 from lrctl.errors import LrctlError
-from lrctl.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM, SUPPORTED_FEATURE_VERSIONS
+from lrctl.features import (
+    FEATURE_VERSION,
+    SUPPORTED_FEATURE_VERSIONS,
+    feature_names,
+    min_grad_norm_steps,
+    obs_dim,
+)
 
 FORMAT = "lrctl-controller"
 FORMAT_VERSION = 1
@@ -67,8 +76,9 @@ class ControllerWeights:
 
     def act(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
         """Deterministic actions in [-1, 1], shape [..., 1], for raw observations
-        [..., OBS_DIM]. Computed in numpy float32: for a 13-64-64-1 network, numpy's per-call
-        cost is a fraction of torch's dispatch, and the controller calls this every K steps."""
+        [..., obs_dim(feature_version)]. Computed in numpy float32: for a 13-64-64-1 network,
+        numpy's per-call cost is a fraction of torch's dispatch, and the controller calls this
+        every K steps."""
         if self._np is None:
             self._np = [(w.numpy().T.copy(), b.numpy().copy()) for w, b in self.layers]
             self._norm = (
@@ -105,7 +115,7 @@ def save_controller(weights: ControllerWeights, path: str | Path) -> Path:
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "feature_version": str(weights.feature_version),
-        "feature_names": json.dumps(list(FEATURE_NAMES)),
+        "feature_names": json.dumps(list(feature_names(weights.feature_version))),
         "obs_clip": repr(float(weights.obs_clip)),
         "obs_epsilon": repr(float(weights.obs_epsilon)),
         "n_layers": str(len(weights.layers)),
@@ -155,7 +165,7 @@ def load_controller(path: str | Path) -> ControllerWeights:
         )
     supported = [str(v) for v in SUPPORTED_FEATURE_VERSIONS]
     if meta["feature_version"] not in supported or json.loads(meta["feature_names"]) != list(
-        FEATURE_NAMES
+        feature_names(int(meta["feature_version"]))
     ):
         raise _fail(
             path,
@@ -184,12 +194,22 @@ def load_controller(path: str | Path) -> ControllerWeights:
 
 
 def _check_shapes(path: Path, w: ControllerWeights) -> None:
-    if w.obs_mean.shape != (OBS_DIM,) or w.obs_var.shape != (OBS_DIM,):
+    dim = obs_dim(w.feature_version)
+    if w.obs_mean.shape != (dim,) or w.obs_var.shape != (dim,):
         raise _fail(
             path,
-            f"observation size {tuple(w.obs_mean.shape)} does not match this lrctl's {OBS_DIM} features",
+            f"observation size {tuple(w.obs_mean.shape)} does not match the {dim} features of "
+            f"feature version {w.feature_version}",
         )
-    n_in = OBS_DIM
+    least = min_grad_norm_steps(w.feature_version)
+    if w.action_spec.grad_norm_steps < least:
+        raise _fail(
+            path,
+            f"feature version {w.feature_version} needs grad_norm_steps >= {least} (its "
+            f"gradient cosine reads a block's last two gradient norms), the file has "
+            f"{w.action_spec.grad_norm_steps}",
+        )
+    n_in = dim
     for i, (weight, bias) in enumerate(w.layers):
         if weight.ndim != 2 or weight.shape[1] != n_in or bias.shape != (weight.shape[0],):
             raise _fail(path, f"layer {i} has shape {tuple(weight.shape)}, expected [*, {n_in}]")

@@ -21,6 +21,10 @@ per-group mode), and every rank computes its features and action from the same n
 
   and the norm is the square root of the sum: the same global norm `lrctl.grad_norms` defines,
   now over the whole model.
+- **Last-step statistics** (features v3, `lrctl.last_steps`): the gradient dot products and the
+  squared norms of the update and of the parameters, per parameter tensor, are weighted by the
+  same rule (1 / the number of ranks holding the same values) and summed in the same
+  `all_reduce`: dot products and squares of shards add up like the gradient norms' squares.
 
 `active_group` decides whether there is anything to combine: nothing happens (no collective)
 when torch.distributed is not available or not initialised, or the group has one rank.
@@ -52,9 +56,10 @@ def _local(norm: torch.Tensor) -> torch.Tensor:
     return to_local() if to_local is not None else norm
 
 
-def local_tensors(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """`tensors` with every DTensor replaced by its local shard (no communication)."""
-    return [_local(t) for t in tensors]
+def local_tensors(tensors: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """`tensors` with every DTensor replaced by its local shard (no communication; None
+    stays None)."""
+    return [None if t is None else _local(t) for t in tensors]
 
 
 def _share(norm: torch.Tensor, world_size: int) -> float:
@@ -92,13 +97,31 @@ def _squares(
     return torch.stack([chunk.sum() for chunk in squares.split(list(group_sizes))])
 
 
+def _weighted_stats(
+    stats: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    world_size: int,
+    group_sizes: Sequence[int] | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Per-tensor last-step statistics [3, P], each tensor's weighted by its `_share`, summed
+    per group: [n_groups * 3] (float64), group by group."""
+    shares = torch.tensor([_share(p, world_size) for p in params], dtype=torch.float64)
+    weighted = stats.to(device, torch.float64) * shares.to(device)
+    if group_sizes is None:
+        return weighted.sum(1)
+    return torch.cat([chunk.sum(1) for chunk in weighted.split(list(group_sizes), dim=1)])
+
+
 def combine_block(
     group: dist.ProcessGroup,
     losses: Sequence[torch.Tensor],
     norm_parts: Sequence[Sequence[torch.Tensor] | None],
     group_sizes: Sequence[int] | None = None,
     device: torch.device | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    step_stats: torch.Tensor | None = None,
+    params: Sequence[torch.Tensor] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The run's block from every rank's: one `all_reduce` and one host read.
 
     Args:
@@ -109,9 +132,14 @@ def combine_block(
         group_sizes: per-group mode: the norms are per parameter in param-group order, that
             many per group; None: one global norm per step.
         device: where the collective runs (the parameters' device; the losses' by default).
+        step_stats: features v3: this rank's per-tensor last-step statistics [3, P]
+            (`lrctl.last_steps.LastSteps.stats`, of the local shards), or None.
+        params: with `step_stats`, the P parameters they belong to (plain tensors or
+            DTensors: their placements give the weights, as for the gradient norms).
 
     Returns float64 arrays: losses [n_groups, K] (the ranks' mean, the same row for every
-    group) and gradient norms [n_groups, G], identical on every rank.
+    group), gradient norms [n_groups, G], and the run's (or each group's) last-step
+    statistics [n_groups, 3] (None without `step_stats`), identical on every rank.
     """
     world_size = dist.get_world_size(group)
     device = device if device is not None else losses[0].device
@@ -119,9 +147,17 @@ def combine_block(
     k = len(losses)
     loss_sum = torch.stack([loss.reshape(()).to(device, torch.float64) for loss in losses])
     squares = [_squares(part, world_size, group_sizes, device) for part in norm_parts]
-    packed = torch.cat([loss_sum, *squares]) if squares else loss_sum
+    stats = []
+    if step_stats is not None:
+        if params is None or len(params) != step_stats.shape[1]:
+            raise ValueError("step_stats needs the parameters they belong to, one per column")
+        stats = [_weighted_stats(step_stats, params, world_size, group_sizes, device)]
+    packed = torch.cat([loss_sum, *squares, *stats])
     dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
     host = packed.cpu().numpy()  # the one host read per decision
     mean_losses = host[:k] / world_size
-    norms = np.sqrt(host[k:].reshape(-1, n_groups).T) if squares else np.zeros((n_groups, 0))
-    return np.repeat(mean_losses[None, :], n_groups, axis=0), norms
+    n_squares = len(squares) * n_groups
+    norms = host[k : k + n_squares]
+    norms = np.sqrt(norms.reshape(-1, n_groups).T) if squares else np.zeros((n_groups, 0))
+    combined = host[k + n_squares :].reshape(n_groups, 3) if stats else None
+    return np.repeat(mean_losses[None, :], n_groups, axis=0), norms, combined

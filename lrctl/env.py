@@ -22,11 +22,19 @@ from lrctl.episodes import (
     Episodes,
     TaskCache,
     resolve_action_spec,
+    resolve_feature_version,
     spec_family,
     step_info,
 )
 from lrctl.errors import UsageError
-from lrctl.features import CLIP, OBS_DIM, FeatureTracker, observation_table, read_block
+from lrctl.features import (
+    CLIP,
+    FEATURE_VERSION,
+    FeatureTracker,
+    obs_dim,
+    observation_table,
+    read_block,
+)
 from lrctl.runs import Runs
 from lrctl.tasks import RunSpec, Suite, Task, TaskFamily, load_suite
 
@@ -54,9 +62,10 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Observation Space
 
-    `Box(-10, 10, (13,), float32)`, the features of the block of K steps just run
-    (`lrctl.features.FEATURE_NAMES`, features version 2). "loss" of a block is the mean of its per-step
-    log training losses.
+    `Box(-10, 10, (D,), float32)`, the features of the block of K steps just run
+    (`lrctl.features.feature_names(feature_version)`): D = 13 with features version 2 (the
+    default), rows 0-12 below; D = 15 with version 3, all rows. "loss" of a block is the mean
+    of its per-step log training losses.
 
     {observation_table}
 
@@ -108,15 +117,18 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     - `relative`: reward relative to a reference run, the same spec and seed under cosine
       annealing from the base LR (`lrctl.episodes`); a diverged episode then returns
       `RELATIVE_DIVERGENCE_RETURN`. False by default.
+    - `feature_version`: the observation's feature version, 2 (default) or 3 (adds the last
+      update's size and the last two gradients' cosine, measured on each block's last two
+      steps; needs `action_spec.grad_norm_steps` >= 2).
 
     ## Per-group (layer-wise) mode
 
     With `per_group=True` the inner run's optimizer has one param group per layer
     (`lrctl.param_groups.layer_param_groups`: each module owning parameters, e.g. a Linear,
     conv, GRU or embedding), all at the base LR, and every group gets its own decision. The
-    observation is `[n_groups, 13]`: row g holds the features above with the gradient-norm
-    features (7-9) computed from group g's parameters only and log_lr_ratio its own; the loss
-    features are the same in every row (there is one loss). The action is `[n_groups]` (or
+    observation is `[n_groups, D]`: row g holds the features above with the gradient-norm
+    features (7-9, and version 3's 13-14) computed from group g's parameters only and
+    log_lr_ratio its own; the loss features are the same in every row (there is one loss). The action is `[n_groups]` (or
     `(1,)`, applied to every group), each mapped as above onto its group's LR. Rewards,
     starting state and episode end are unchanged; `info` adds `lrs` (every group's LR).
     n_groups depends on the sampled model, so the spaces are re-declared at each `reset` to
@@ -134,6 +146,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
     - v1: features v2: the gradient norms of the last G = `action_spec.grad_norm_steps` steps
       of each block only (default 2). `per_group=True`: layer-wise control (evaluation only).
+      `feature_version=3`: features v3 on request (the default observation is unchanged).
     - v0: first version (features v1, K = 10, m_max = 2, band [1e-3, 30], B = 7). Making
       `lrctl/LRControl-v0` now raises an error that points to v1.
     """
@@ -153,6 +166,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         per_group: bool = False,
         relative: bool = False,
+        feature_version: int = FEATURE_VERSION,
     ) -> None:
         if render_mode is not None:
             raise UsageError(f"LRControlEnv has no render modes; got render_mode={render_mode!r}")
@@ -164,21 +178,23 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self.device = torch.device(device)
         self.render_mode = render_mode
         self.per_group = bool(per_group)
+        self.feature_version = resolve_feature_version(feature_version, self.action_spec)
+        self.obs_dim = obs_dim(self.feature_version)
         self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
-        obs_shape = (1, OBS_DIM) if self.per_group else (OBS_DIM,)  # per group: set by reset
+        obs_shape = (1, self.obs_dim) if self.per_group else (self.obs_dim,)  # per group: reset
         self.observation_space = spaces.Box(-CLIP, CLIP, obs_shape, np.float32)
 
         self._tasks = TaskCache(max_val_examples, self.device)
         self.family: TaskFamily | None = None
         self.run_spec: RunSpec | None = None
         self.runs: Runs | None = None
-        self.tracker = FeatureTracker(1)
+        self.tracker = FeatureTracker(1, self.feature_version)
         self.relative = bool(relative)
         self.episode = Episodes(1, relative=self.relative)
         self.reference: Runs | None = None  # relative reward: the same run under cosine
         self._factor, self._log_scale = 1.0, 0.0  # the action state (`ActionSpec.decide`)
         self._done = True
-        self._obs = np.zeros(OBS_DIM, np.float32)
+        self._obs = np.zeros(self.obs_dim, np.float32)
 
     @property
     def run(self):
@@ -216,9 +232,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             )  # fmt: skip
         if self.per_group:  # this model's number of layers: the spaces' shapes
             n = len(self.run.group_sizes)
-            self.tracker = FeatureTracker(n)
+            self.tracker = FeatureTracker(n, self.feature_version)
             self.action_space = spaces.Box(-1.0, 1.0, (n,), np.float32)
-            self.observation_space = spaces.Box(-CLIP, CLIP, (n, OBS_DIM), np.float32)
+            self.observation_space = spaces.Box(-CLIP, CLIP, (n, self.obs_dim), np.float32)
         else:
             self.tracker.reset()
         self._done = False
@@ -301,13 +317,20 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         if self.action_spec.anchored:  # re-anchored every step: base * anchor(t) * factor
             t = np.arange(run.t, min(run.t + k, spec.steps))
             step_lrs = run.base_lr * self.action_spec.anchor(t, spec.steps) * self._factor
-        block = runs.run_block(k, grad_norm_steps=g_steps, step_lrs=step_lrs)
+        v3 = self.feature_version >= 3
+        block = runs.run_block(k, grad_norm_steps=g_steps, step_lrs=step_lrs, step_stats=v3)
         length = int(block.lengths[0])
+        stats = block.step_stats
         if self.per_group:  # the one loss for every group; each group's own gradient norms
             g = min(g_steps, length)
             gnorms = run.group_grad_norms(run.t - g, run.t)
             losses = torch.from_numpy(block.losses[:, :length]).expand(len(run.group_sizes), -1)
-            block_losses, block_gnorms = read_block(losses, gnorms)
+            if v3:  # and each group's own last-step statistics
+                block_losses, block_gnorms, stats = read_block(
+                    losses, gnorms, run.block_step_stats(by_group=True)
+                )
+            else:
+                block_losses, block_gnorms = read_block(losses, gnorms)
             ratios = [math.log(pg["lr"] / run.base_lr) for pg in run.optimizer.param_groups]
             log_lr_ratio = ratios[0] if len(ratios) == 1 else ratios  # as the controller's
         else:
@@ -316,7 +339,9 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
                 log_lr_ratio = math.log(self._factor)
             else:
                 log_lr_ratio = math.log(run.lr / run.base_lr)
-        obs = self.tracker.update(block_losses, block_gnorms, log_lr_ratio, run.t / spec.steps)
+        obs = self.tracker.update(
+            block_losses, block_gnorms, log_lr_ratio, run.t / spec.steps, stats
+        )
         return (obs if self.per_group else obs[0]), block
 
     def _draw(self, options: dict) -> tuple[TaskFamily, RunSpec]:

@@ -33,6 +33,7 @@ import torch
 
 from lrctl.actions import ActionSpec
 from lrctl.errors import UsageError
+from lrctl.features import check_version, min_grad_norm_steps
 from lrctl.tasks import FAMILIES, RunSpec, Split, Suite, Task, TaskFamily
 
 REWARD_BOUND = 7.0
@@ -104,6 +105,24 @@ def resolve_action_spec(
         if v is not None
     }
     return replace(spec, **overrides) if overrides else spec
+
+
+def resolve_feature_version(version: int, spec: ActionSpec) -> int:
+    """The feature version an env observes: 2 or 3 (`lrctl.features`), with the gradient
+    norms it needs (version 3: G >= 2); a UsageError that names the fix otherwise."""
+    try:
+        version = check_version(version)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if version < 2:
+        raise UsageError("envs observe feature version 2 or 3 (version 1 is retired)")
+    least = min_grad_norm_steps(version)
+    if spec.grad_norm_steps < least:
+        raise UsageError(
+            f"feature version {version} needs grad_norm_steps >= {least} (its gradient cosine "
+            f"reads a block's last two gradient norms), got {spec.grad_norm_steps}"
+        )
+    return version
 
 
 def spec_family(suite: Suite, spec: RunSpec) -> TaskFamily:

@@ -44,6 +44,7 @@ def weights_from_model(
         obs_epsilon=float(vecnormalize.epsilon),
         action_spec=cfg.action_spec,
         provenance=provenance,
+        feature_version=cfg.feature_version,
     )
 
 

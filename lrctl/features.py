@@ -11,8 +11,12 @@ arrays this small, numpy's per-operation cost is a fraction of torch's dispatch,
 the env's decisions 3x cheaper.
 
 Every feature is scale-free: log-ratios of the run's own losses and gradient norms,
-their spread, log(lr / base lr) and progress. All are clipped to [-CLIP, CLIP]; non-finite
-inputs never produce non-finite features.
+their spread, log(lr / base lr), progress, and (version 3) the update's size relative to the
+parameters and the agreement of successive gradients. All are clipped to [-CLIP, CLIP];
+non-finite inputs never produce non-finite features. Which version a run observes is chosen
+when it is trained (`TrainConfig.feature_version`) and recorded in its controller file; the
+runtime computes the version its file says. Version 3 is the 13 features of version 2, in the
+same order and with the same arithmetic, plus rows 13 and 14.
 
 | index | name            | meaning                                                        | range     |
 | ----- | --------------- | -------------------------------------------------------------- | --------- |
@@ -29,6 +33,8 @@ inputs never produce non-finite features.
 | 10    | log_lr_ratio    | log(current lr / base lr)                                      | [-10, 10] |
 | 11    | progress        | steps done / total steps                                       | [0, 1]    |
 | 12    | nonfinite_frac  | fraction of the block's losses that were NaN or inf            | [0, 1]    |
+| 13    | update_ratio    | v3: log(norm of the last update / norm of the parameters)      | [-10, 10] |
+| 14    | grad_cosine     | v3: cosine of the block's last two gradients (< 0: overshoot)  | [-1, 1]   |
 
 "loss" of a block is the mean of its per-step log-losses (a geometric mean, robust to one
 noisy step). Averages are exponential over blocks (fast 0.5, slow 0.1). Losses are assumed
@@ -41,8 +47,24 @@ only (G = `ActionSpec.grad_norm_steps`, stored in controller files): `update` ta
 [N, G] it is given, and callers read norms on those steps only, which is most of the per-step
 cost a controller adds to a small model's loop.
 
+The version-3 features read the block's last two steps only (L: the block's length), from
+three raw numbers per run that `lrctl.last_steps` defines and every producer of blocks
+measures on those two steps and no other: g_{L-2} . g_{L-1}, the squared norm of the last
+update theta_after - theta_before, and the squared norm of theta_before (`step_stats`, [N, 3]).
+
+- `update_ratio` = log(||theta_after - theta_before|| / ||theta_before||) over step L-1: for
+  plain SGD, log(lr * ||g|| / ||theta||), the LR's size in the parameters' own scale. A
+  non-finite update or parameter norm reads +10 (a step that broke the run is the largest
+  there is), a zero update -10.
+- `grad_cosine` = g_{L-2} . g_{L-1} / (||g_{L-2}|| ||g_{L-1}||), with the gradient norms of
+  the same two steps (the last two of the G read, so version 3 needs G >= 2): the
+  hypergradient's signal, < 0 when successive steps overshoot (LR too high), > 0 when they
+  keep going the same way (LR too low). 0 when a norm is 0 or non-finite, the dot product is
+  not finite, or the block has fewer than 2 steps.
+
 Version history: v1: every step's gradient norm (G = K). v2: the last G steps of each block,
 G recorded in the controller file (a v1 file reads as G = K; the arithmetic is unchanged).
+v3: v2's 13 features plus `update_ratio` and `grad_cosine` (15; needs G >= 2).
 """
 
 from __future__ import annotations
@@ -54,7 +76,8 @@ import numpy as np
 import torch
 
 FEATURE_VERSION = 2
-SUPPORTED_FEATURE_VERSIONS = (1, 2)
+"""The default version: what a run observes unless its config chooses another."""
+SUPPORTED_FEATURE_VERSIONS = (1, 2, 3)
 """Feature versions a controller file may have been trained on (v1 files have G = K)."""
 FEATURE_NAMES: tuple[str, ...] = (
     "loss_vs_start",
@@ -71,15 +94,45 @@ FEATURE_NAMES: tuple[str, ...] = (
     "progress",
     "nonfinite_frac",
 )
+"""The features of versions 1 and 2, in order (version 3 starts with them)."""
+V3_FEATURE_NAMES: tuple[str, ...] = ("update_ratio", "grad_cosine")
+"""What version 3 adds after them."""
 OBS_DIM = len(FEATURE_NAMES)
+"""The observation size of versions 1 and 2 (`obs_dim(version)` for any version)."""
+NONFINITE_INDEX = FEATURE_NAMES.index("nonfinite_frac")
+"""Where `nonfinite_frac` sits in every version's observation."""
 CLIP = 10.0
-"""Every feature lies in [-CLIP, CLIP]; the observation space is Box(-CLIP, CLIP, (OBS_DIM,))."""
+"""Every feature lies in [-CLIP, CLIP]; the observation space is Box(-CLIP, CLIP, (obs_dim,))."""
 
 FAST, SLOW = 0.5, 0.1
 _LOG_FLOOR = math.log(1e-12)
 _BAD_STEP_PENALTY = (
     10.0  # a non-finite step reads as this much worse (in log) than the block's worst
 )
+
+
+def check_version(version: int) -> int:
+    """`version` if it is a supported feature version, else a ValueError that lists them."""
+    if isinstance(version, bool) or version not in SUPPORTED_FEATURE_VERSIONS:
+        supported = ", ".join(map(str, SUPPORTED_FEATURE_VERSIONS))
+        raise ValueError(f"feature version must be one of {supported}, got {version!r}")
+    return int(version)
+
+
+def feature_names(version: int = FEATURE_VERSION) -> tuple[str, ...]:
+    """The names of a version's features, in observation order."""
+    return FEATURE_NAMES + (V3_FEATURE_NAMES if check_version(version) >= 3 else ())
+
+
+def min_grad_norm_steps(version: int) -> int:
+    """The fewest gradient norms per block (G) a version reads: 2 for version 3, whose
+    gradient cosine reads the norms of the block's last two steps; else 1."""
+    return 2 if check_version(version) >= 3 else 1
+
+
+def obs_dim(version: int = FEATURE_VERSION) -> int:
+    """The observation size of a feature version (13 for v1 and v2, 15 for v3)."""
+    return len(feature_names(version))
 
 
 def observation_table(indent: str = "") -> str:
@@ -89,13 +142,39 @@ def observation_table(indent: str = "") -> str:
     return f"\n{indent}".join(rows)
 
 
-def read_block(losses: torch.Tensor, grad_norms: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The one host read per decision: [N, K] (or [K]) losses and [N, G] (or [G]) gradient
-    norms, on the device -> two float64 numpy arrays [N, K] and [N, G]."""
-    k = losses.shape[-1]
-    both = torch.cat((losses, grad_norms.to(losses.dtype)), dim=-1).detach().double().cpu()
+def read_block(*tensors: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """The one host read per decision: the block's tensors on the device ([N, K] (or [K])
+    losses, [N, G] (or [G]) gradient norms, and for version 3 the [N, 3] `step_stats`) ->
+    float64 numpy arrays [N, *], one per tensor, from one transfer."""
+    widths = [t.shape[-1] for t in tensors]
+    dtype = tensors[0].dtype
+    both = torch.cat([t.to(dtype) for t in tensors], dim=-1).detach().double().cpu()
     both = both.numpy().reshape(-1, both.shape[-1])
-    return both[:, :k], both[:, k:]
+    ends = np.cumsum(widths)
+    return tuple(both[:, end - w : end] for w, end in zip(widths, ends, strict=True))
+
+
+def last_step_features(
+    grad_dot: float, update_sq: float, param_sq: float, gnorm_prev: float, gnorm_last: float
+) -> tuple[float, float]:
+    """(update_ratio, grad_cosine) of one run from its block's raw numbers (module docstring):
+    g_{L-2} . g_{L-1}, the last update's and the parameters' squared norms, and the gradient
+    norms of steps L-2 and L-1 (NaN where the block had no such step). Plain floats: both
+    `FeatureTracker` paths call this one definition, row by row."""
+    if not (math.isfinite(update_sq) and math.isfinite(param_sq)):
+        ratio = CLIP  # a non-finite update or parameter: the largest step there is
+    elif update_sq <= 0.0:
+        ratio = -CLIP  # no update at all
+    elif param_sq <= 0.0:
+        ratio = CLIP
+    else:
+        ratio = min(max(0.5 * (math.log(update_sq) - math.log(param_sq)), -CLIP), CLIP)
+    denom = gnorm_prev * gnorm_last
+    if math.isfinite(grad_dot) and math.isfinite(denom) and denom > 0.0:
+        cosine = min(max(grad_dot / denom, -1.0), 1.0)
+    else:
+        cosine = 0.0
+    return ratio, cosine
 
 
 def _sanitize_log(values: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -136,13 +215,21 @@ def _std(values: list[float], mean: float) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
+def _last_two(grad_norms: list[float]) -> tuple[float, float]:
+    """The gradient norms of a block's last two steps (NaN where it read fewer than two)."""
+    return (grad_norms[-2], grad_norms[-1]) if len(grad_norms) >= 2 else (math.nan, math.nan)
+
+
 class FeatureTracker:
-    """Running state for N runs; `update` consumes one block per run and returns features."""
+    """Running state for N runs; `update` consumes one block per run and returns features
+    of feature version `version` ([N, obs_dim(version)])."""
 
     _STATE = ("m0", "best", "prev", "ema_fast", "ema_slow", "g0", "g_prev", "g_slow", "started")
 
-    def __init__(self, n: int = 1) -> None:
+    def __init__(self, n: int = 1, version: int = FEATURE_VERSION) -> None:
         self.n = n
+        self.version = check_version(version)
+        self.dim = obs_dim(version)
         z = np.zeros(n)
         self.m0, self.best, self.prev = z.copy(), z.copy(), z.copy()
         self.ema_fast, self.ema_slow = z.copy(), z.copy()
@@ -162,14 +249,19 @@ class FeatureTracker:
         grad_norms: np.ndarray,
         log_lr_ratio: np.ndarray | float,
         progress: np.ndarray | float,
+        step_stats: np.ndarray | None = None,
     ) -> np.ndarray:
         """Consume one block: losses and grad_norms [N, K] (host arrays, see `read_block`),
-        log_lr_ratio and progress [N] (or scalars). Returns [N, OBS_DIM] float32 features."""
+        log_lr_ratio and progress [N] (or scalars), and for version 3 the block's raw
+        last-step numbers `step_stats` [N, 3] (`lrctl.last_steps.STAT_NAMES`). Returns
+        [N, obs_dim(version)] float32 features."""
         losses = np.asarray(losses, dtype=np.float64).reshape(self.n, -1)
         grad_norms = np.asarray(grad_norms, dtype=np.float64).reshape(self.n, -1)
+        stats = self._stats(step_stats)
         if self.n == 1 and np.ndim(log_lr_ratio) == 0 and np.ndim(progress) == 0:
             return self.update_one(losses[0].tolist(), grad_norms[0].tolist(),
-                                    float(log_lr_ratio), float(progress))  # fmt: skip
+                                    float(log_lr_ratio), float(progress),
+                                    None if stats is None else stats[0].tolist())  # fmt: skip
         started = self.started
         log_l, finite = _sanitize_log(losses, np.where(started, self.prev, 0.0))
         log_g, _ = _sanitize_log(grad_norms, np.where(started, self.g_prev, 0.0))
@@ -194,7 +286,7 @@ class FeatureTracker:
         centred = np.arange(k) - (k - 1) / 2.0
         slope = (log_l @ centred) / max(float(centred @ centred), 1.0) * k
 
-        feats = np.empty((self.n, OBS_DIM))
+        feats = np.empty((self.n, self.dim))
         feats[:, 0] = m - self.m0
         feats[:, 1] = m - self.best
         feats[:, 2] = loss_vs_slow
@@ -208,19 +300,44 @@ class FeatureTracker:
         feats[:, 10] = log_lr_ratio
         feats[:, 11] = progress
         feats[:, 12] = 1.0 - finite.mean(1)
+        if stats is not None:  # version 3: one definition, row by row (N is small)
+            for i, (row, gnorms) in enumerate(
+                zip(stats.tolist(), grad_norms.tolist(), strict=True)
+            ):
+                feats[i, 13:15] = last_step_features(*row, *_last_two(gnorms))
         self.prev = m
         self.g_prev = g
         feats[np.isnan(feats)] = 0.0  # +-inf are clipped to +-CLIP just below
         return np.clip(feats, -CLIP, CLIP).astype(np.float32)
 
+    def _stats(self, step_stats: np.ndarray | None) -> np.ndarray | None:
+        """Version 3: the block's [N, 3] raw last-step numbers (required); else None."""
+        if self.version < 3:
+            return None
+        if step_stats is None:
+            raise ValueError(
+                "feature version 3 needs the block's last-step statistics (step_stats)"
+            )
+        return np.asarray(step_stats, dtype=np.float64).reshape(self.n, 3)
+
     def update_one(
-        self, losses: list[float], grad_norms: list[float], log_lr_ratio: float, progress: float
+        self,
+        losses: list[float],
+        grad_norms: list[float],
+        log_lr_ratio: float,
+        progress: float,
+        step_stats: list[float] | None = None,
     ) -> np.ndarray:
-        """`update` for one run, from Python floats (losses [K], gradient norms [G]); returns
-        [1, OBS_DIM] float32. The same arithmetic as the array path
-        below (tests/test_features.py checks they agree on hostile inputs), at a tenth of its
-        cost, since a decision of the runtime controller is otherwise dominated by numpy's
-        per-call overhead on 10-element arrays. The single env and `LRController` take it."""
+        """`update` for one run, from Python floats (losses [K], gradient norms [G], and for
+        version 3 the 3 `step_stats`); returns [1, obs_dim] float32. The same arithmetic as
+        the array path (tests/test_bad_numbers.py checks they agree on hostile inputs), at a
+        tenth of its cost, since a decision of the runtime controller is otherwise dominated by
+        numpy's per-call overhead on 10-element arrays. The single env and `LRController` take
+        it."""
+        if self.version >= 3 and step_stats is None:
+            raise ValueError(
+                "feature version 3 needs the block's last-step statistics (step_stats)"
+            )
         started = bool(self.started[0])
         log_l, n_finite = _sanitize_log_row(losses, float(self.prev[0]) if started else 0.0)
         log_g, _ = _sanitize_log_row(grad_norms, float(self.g_prev[0]) if started else 0.0)
@@ -261,6 +378,8 @@ class FeatureTracker:
         self.ema_fast[0], self.ema_slow[0], self.g_slow[0], self.best[0] = (
             ema_fast, ema_slow, g_slow, best
         )  # fmt: skip
+        if self.version >= 3:
+            feats += last_step_features(*map(float, step_stats), *_last_two(grad_norms))
         self.prev = np.array([m])
         self.g_prev = np.array([g])
         out = [0.0 if f != f else min(max(f, -CLIP), CLIP) for f in feats]  # NaN -> 0, clip

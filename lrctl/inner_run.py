@@ -5,6 +5,8 @@ loss, gradient norm and LR". Per-step statistics are written into preallocated t
 task's device and read back in blocks (`lrctl.runs`, one host read per block), so a step never
 calls `.item()`. What a block means (divergence, validation, history) is decided in
 `lrctl.runs`, which drives this class for a single run (and `lrctl.population` for N runs).
+On request (features v3) a block's last two steps also measure the gradient dot product and
+the update's size (`lrctl.last_steps.LastSteps`, per parameter tensor).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lrctl.grad_norms import combine, grad_norm, param_norms
+from lrctl.last_steps import LastSteps, combine_stats
 from lrctl.optimizers import evaluation_mode, make_optimizer
 from lrctl.param_groups import ParamGrouping, check_grouping, layer_param_groups
 from lrctl.tasks.base import Split, Task
@@ -123,6 +126,7 @@ class InnerRun:
         self.lrs: list[float] = []
         self.t = 0
         self.diverged_at: int | None = None
+        self.last_steps: LastSteps | None = None  # features v3's measurements, on request
 
     @property
     def lr(self) -> float:
@@ -143,13 +147,22 @@ class InnerRun:
             stepper(loss)
         return loss
 
-    def _step(self, read_grad_norm: bool = True) -> torch.Tensor:
+    def _step(self, read_grad_norm: bool = True, from_end: int = -1) -> torch.Tensor:
+        """One step; `from_end` = 1 or 0: the block's step L-2 or L-1, whose last-step
+        statistics `LastSteps` measures (features v3); any other value: no measurement."""
         t = self.t
         x, y = self.batches.next()
         for p in self.params:  # optimizer.zero_grad(set_to_none=True), without its overhead
             p.grad = None
         loss = self.task.loss_fn(self.model(x), y)
         loss.backward()
+        last = self.last_steps if from_end in (0, 1) else None
+        if last is not None:
+            grads = [p.grad for p in self.params]
+            if from_end == 1:
+                last.keep_grads(grads)
+            else:
+                last.before_last_step(grads, self.params)
         grads = [p.grad for p in self.params if p.grad is not None] if read_grad_norm else None
         if grads is None:
             pass  # this step's gradient norm is not read (its buffer entry stays 0)
@@ -165,6 +178,8 @@ class InnerRun:
                 self._param_norms_at[t].copy_(torch.stack(norms))
         self.lrs.append(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
+        if last is not None and from_end == 0:
+            last.after_last_step(self.params)
         loss = loss.detach()
         self._loss_at[t].copy_(loss)
         self.t = t + 1
@@ -176,20 +191,27 @@ class InnerRun:
         policy: object | None = None,
         grad_norm_steps: int | None = None,
         step_lrs: Sequence[float] | None = None,
+        step_stats: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run up to `n` steps (never past capacity); return this block's losses and gradient
         norms as on-device views (no host sync). With `grad_norm_steps` = G, only the block's
         last G steps read their gradient norm and only those G norms are returned (the
         controller's observation, `ActionSpec.grad_norm_steps`); None reads every step.
-        `step_lrs[i]`: the LR of the block's step i (every param group), if given."""
+        `step_lrs[i]`: the LR of the block's step i (every param group), if given.
+        `step_stats`: measure the block's last-step statistics (features v3) on its last two
+        steps, per parameter tensor (`block_step_stats`)."""
         start = self.t
         stepper = _policy_stepper(policy)
         m = min(n, self.capacity - self.t)
         first_read = 0 if grad_norm_steps is None else max(m - grad_norm_steps, 0)
+        if step_stats:
+            if self.last_steps is None:
+                self.last_steps = LastSteps(self.params)
+            self.last_steps.start_block()
         for i in range(m):
             if step_lrs is not None:
                 self.set_lr(float(step_lrs[i]))
-            loss = self._step(i >= first_read)
+            loss = self._step(i >= first_read, m - 1 - i if step_stats else -1)
             if stepper is not None:
                 stepper(loss)
         return self.loss_buf[start : self.t], self.gnorm_buf[start + first_read : self.t]
@@ -220,6 +242,16 @@ class InnerRun:
         self.lrs = [float(v) for v in state["lrs"]]
         self.loss_buf[:t] = state["train_loss"]
         self.gnorm_buf[:t] = state["grad_norm"]
+
+    def block_step_stats(self, by_group: bool = False) -> torch.Tensor:
+        """The last `advance(..., step_stats=True)` block's last-step statistics
+        (`lrctl.last_steps.STAT_NAMES`) on the device: the run's, [1, 3], or with `by_group`
+        each param group's, [n_groups, 3]."""
+        if self.last_steps is None:
+            raise ValueError(
+                "no block measured its last-step statistics (advance(step_stats=True))"
+            )
+        return combine_stats(self.last_steps.stats, self.group_sizes if by_group else None)
 
     def group_grad_norms(self, start: int, stop: int) -> torch.Tensor:
         """Each param group's gradient norm on steps [start, stop) (0 on steps that did not

@@ -16,8 +16,11 @@ leading member dimension, so a step is the same few dozen tensor ops for every N
 - optimizer: `lrctl.functional_optim.BatchedOptimizer`, one learning rate per member.
 
 Statistics go into preallocated [K, N] buffers on the device; `run_block` returns them for the
-caller's one host read per decision block. Only the population's own bookkeeping loops over
-members in Python (initialising a member, refilling its epoch of batch indices), never a step.
+caller's one host read per decision block. On request (features v3), each member's last two
+steps of the block also measure `lrctl.last_steps.STAT_NAMES` with the flat-buffer fast path
+(`row_dots`, `row_norms`: one reduction per member over all its coordinates). Only the
+population's own bookkeeping loops over members in Python (initialising a member, refilling its
+epoch of batch indices), never a step.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from torch.func import functional_call, vmap
 
 from lrctl.functional_optim import BatchedOptimizer
 from lrctl.grad_norms import row_norms
+from lrctl.last_steps import row_dots
 from lrctl.tasks.base import Task
 
 
@@ -287,6 +291,10 @@ class Population:
         self.streams = BatchStreams(len(task.train), task.batch_size, n, self.device)
         self._loss_buf = torch.zeros(max_block, n, device=self.device)
         self._gnorm_buf = torch.zeros(max_block, n, device=self.device)
+        self._stats_buf = torch.zeros(n, 3, device=self.device)
+        # Features v3, allocated on first use: g_{L-2} and theta_before of every member.
+        self._prev_grad: torch.Tensor | None = None
+        self._prev_flat: torch.Tensor | None = None
 
     def init_members(self, rows: Sequence[int], seeds: Sequence[int]) -> None:
         """Fresh runs in `rows`: the model `task.model_fn()` builds under each seed (as
@@ -315,14 +323,20 @@ class Population:
         self.streams.copy_rows(rows, other.streams)
 
     def run_block(
-        self, lr: np.ndarray, lengths: np.ndarray, grad_norm_steps: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        lr: np.ndarray,
+        lengths: np.ndarray,
+        grad_norm_steps: int,
+        step_stats: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Train member i for lengths[i] steps at lr[i] (all members step together; a member
         whose block is shorter is put back to its state after its last step). `lr` may also be
         per step, [N, k]: lr[i, t] is member i's LR at the block's step t. Returns the training
         losses and gradient norms [k, N] (k = the longest block) on the device; member i's
         gradient norm is read on the last min(G, lengths[i]) steps of its block only (0
-        elsewhere)."""
+        elsewhere). With `step_stats`, also each member's last-step statistics [N, 3]
+        (`lrctl.last_steps.STAT_NAMES`, measured on its own block's last two steps), else
+        None."""
         lengths = np.asarray(lengths, dtype=np.int64)
         k = int(lengths.max())
         lr = np.asarray(lr, dtype=np.float64)
@@ -339,23 +353,48 @@ class Population:
                 ends[int(length)] = torch.from_numpy(rows).to(self.device)
         losses, gnorms = self._loss_buf[:k], self._gnorm_buf[:k]
         gnorms.zero_()
+        # Features v3: the step at which each member's block ends (its statistics are measured
+        # there) and the steps whose gradients are kept for the next one's dot product.
+        last_at: dict[int, torch.Tensor] = {}
+        keep_at: set[int] = set()
+        stats = None
+        if step_stats:
+            stats = self._stats_buf.fill_(float("nan"))
+            for length in np.unique(lengths):
+                if length >= 1:
+                    rows = np.flatnonzero(lengths == length)
+                    last_at[int(length) - 1] = torch.from_numpy(rows).to(self.device)
+                if length >= 2:
+                    keep_at.add(int(length) - 2)
         saved: list[tuple[torch.Tensor, torch.Tensor]] = []
         for t in range(k):
             if per_step is not None:
                 self.optimizer.set_lr(per_step[t])
-            self._step(idx[t], losses[t], gnorms[t] if read[t] else None)
+            self._step(idx[t], losses[t], gnorms[t] if read[t] else None,
+                       t in keep_at, last_at.get(t), stats)  # fmt: skip
             rows = ends.get(t + 1)
             if rows is not None:
                 saved.append((rows, self.flat.index_select(0, rows)))
         with torch.no_grad():
             for rows, values in saved:
                 self.flat.index_copy_(0, rows, values)
-        return losses, gnorms
+        if stats is not None and (lengths < 2).any():  # a one-step block has no dot product
+            short = torch.from_numpy(np.flatnonzero(lengths < 2)).to(self.device)
+            stats[short, 0] = float("nan")
+        return losses, gnorms, stats
 
     def _step(
-        self, idx: torch.Tensor, loss_out: torch.Tensor, gnorm_out: torch.Tensor | None
+        self,
+        idx: torch.Tensor,
+        loss_out: torch.Tensor,
+        gnorm_out: torch.Tensor | None,
+        keep_grads: bool = False,
+        last_rows: torch.Tensor | None = None,
+        stats: torch.Tensor | None = None,
     ) -> None:
-        """One optimizer step of every member on its batch idx [N, B]."""
+        """One optimizer step of every member on its batch idx [N, B]. Features v3:
+        `keep_grads` keeps this step's gradients for the next step's dot product; `last_rows`
+        are the members whose block ends with this step, whose statistics go into `stats`."""
         train = self.task.train
         flat = idx.reshape(-1)
         x = train.x.index_select(0, flat).view(*idx.shape, *train.x.shape[1:])
@@ -365,7 +404,38 @@ class Population:
             # Each member's global gradient norm: the flat-buffer fast path of lrctl.grad_norms.
             row_norms(self._flat_grad, out=gnorm_out)
         loss_out.copy_(losses)
+        if keep_grads or last_rows is not None:
+            self._last_steps_before(keep_grads, last_rows, stats)
         self.optimizer.step([self._flat_grad])
+        if last_rows is not None:
+            self._last_steps_after(last_rows, stats)
+
+    @torch.no_grad()
+    def _last_steps_before(
+        self, keep_grads: bool, last_rows: torch.Tensor | None, stats: torch.Tensor | None
+    ) -> None:
+        """Before the optimizer step: for members ending their block, the dot product with the
+        kept gradients and the parameters' squared norm, and a copy of the parameters; then,
+        if asked, this step's gradients are kept (`lrctl.last_steps.LastSteps`, per row)."""
+        if self._prev_grad is None or self._prev_flat is None:
+            self._prev_grad = torch.zeros_like(self._flat_grad)
+            self._prev_flat = torch.zeros_like(self.flat)
+        if last_rows is not None and stats is not None:
+            stats[:, 0].index_copy_(
+                0, last_rows, row_dots(self._prev_grad, self._flat_grad).index_select(0, last_rows)
+            )
+            param_sq = row_norms(self.flat).square()
+            stats[:, 2].index_copy_(0, last_rows, param_sq.index_select(0, last_rows))
+            self._prev_flat.copy_(self.flat)
+        if keep_grads:
+            self._prev_grad.copy_(self._flat_grad)
+
+    @torch.no_grad()
+    def _last_steps_after(self, last_rows: torch.Tensor, stats: torch.Tensor | None) -> None:
+        """After the optimizer step: the update's squared norm of members ending their block."""
+        assert self._prev_flat is not None and stats is not None
+        update_sq = row_norms(self._prev_flat.sub_(self.flat)).square()
+        stats[:, 1].index_copy_(0, last_rows, update_sq.index_select(0, last_rows))
 
     @torch.no_grad()
     def val_losses(self) -> torch.Tensor:

@@ -58,11 +58,13 @@ from lrctl import __version__
 from lrctl.actions import ActionSpec
 from lrctl.atomic import atomic_write_json
 from lrctl.batched_env import BatchedLRControlEnv, split_suite
+from lrctl.episodes import resolve_feature_version
 from lrctl.errors import ConfigError, UsageError
+from lrctl.features import FEATURE_VERSION
 from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 """The config format this code writes; older ones are migrated one version at a time
 (`MIGRATIONS`), newer ones refused."""
 
@@ -117,6 +119,11 @@ class TrainConfig:
     """Reward each block's improvement minus that of a reference run (the same spec and seed
     under cosine from the same base LR, trained alongside: twice the inner steps), so that
     returns mean "better than cosine at this LR" on every task (`lrctl.episodes`)."""
+    feature_version: int = FEATURE_VERSION
+    """The observation's feature version (`lrctl.features`): 2 (13 features, the default) or
+    3 (adds the last update's size relative to the parameters and the last two gradients'
+    cosine; needs grad_norm_steps >= 2). Recorded in the exported controller file. Configs
+    written before this field observed version 2."""
     n_steps: int = 0
     """Rollout length per env slot between PPO updates; 0: 512 without `batched`, else
     1024 // n_envs (at least 16), so that an update sees about as many decisions as the
@@ -148,7 +155,7 @@ class TrainConfig:
     eval_episodes: int = 8
     """Episodes per evaluation (fixed seeds, deterministic policy)."""
     version: int = CONFIG_VERSION
-    """Config format version: 0 (a file without the field) to 3 (see `MIGRATIONS`)."""
+    """Config format version: 0 (a file without the field) to 4 (see `MIGRATIONS`)."""
 
     @property
     def action_spec(self) -> ActionSpec:
@@ -195,9 +202,13 @@ class TrainConfig:
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ConfigError("config fields gamma and gae_lambda must lie in (0, 1] and [0, 1]")
         try:
-            self.action_spec  # validates the action fields  # noqa: B018
+            spec = self.action_spec  # validates the action fields
         except UsageError as exc:
             raise ConfigError(f"config field {exc}") from None
+        try:
+            resolve_feature_version(self.feature_version, spec)
+        except UsageError as exc:
+            raise ConfigError(f"config field feature_version: {exc}") from None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -301,18 +312,32 @@ def _v2_to_v3(data: dict) -> dict:
     return data
 
 
-MIGRATIONS: tuple[Callable[[dict], dict], ...] = (_v0_to_v1, _v1_to_v2, _v2_to_v3)
+def _v3_to_v4(data: dict) -> dict:
+    """Version 4 added `feature_version`; a version-3 config observed features v2."""
+    data.setdefault("feature_version", 2)
+    return data
+
+
+MIGRATIONS: tuple[Callable[[dict], dict], ...] = (_v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4)
 """`MIGRATIONS[n]` turns the fields of a version-n config into those of version n + 1; a config
 is migrated by each from its own version on. A format change bumps `CONFIG_VERSION` and adds
 one function here."""
 
 
-def _env_factory(suite: str | Suite, spec: ActionSpec, seed: int, relative: bool = False):
+def _env_factory(
+    suite: str | Suite,
+    spec: ActionSpec,
+    seed: int,
+    relative: bool = False,
+    feature_version: int = FEATURE_VERSION,
+):
     def make():
         torch.set_num_threads(1)  # one core per env process; PPO's update runs in the parent
         import lrctl.env
 
-        env = lrctl.env.LRControlEnv(suite=suite, action_spec=spec, relative=relative)
+        env = lrctl.env.LRControlEnv(
+            suite=suite, action_spec=spec, relative=relative, feature_version=feature_version
+        )
         env.reset(seed=seed)
         return env
 
@@ -324,7 +349,10 @@ def _single_envs(
 ) -> VecEnv:
     """n single envs drawing from `suite`, in separate processes when subprocess and n > 1."""
     factories = [
-        _env_factory(suite, cfg.action_spec, first_seed + i, cfg.relative_reward) for i in range(n)
+        _env_factory(
+            suite, cfg.action_spec, first_seed + i, cfg.relative_reward, cfg.feature_version
+        )
+        for i in range(n)
     ]
     if subprocess and n > 1:
         return SubprocVecEnv(factories, start_method="spawn")
@@ -363,6 +391,7 @@ def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize
             cfg.action_spec,
             redraw_after=cfg.redraw_after,
             relative=cfg.relative_reward,
+            feature_version=cfg.feature_version,
         )
         for size in sizes
     ]
@@ -436,7 +465,10 @@ def evaluate_on_suite(
     import lrctl.env
 
     env = lrctl.env.LRControlEnv(
-        suite=cfg.eval_suite, action_spec=cfg.action_spec, relative=cfg.relative_reward
+        suite=cfg.eval_suite,
+        action_spec=cfg.action_spec,
+        relative=cfg.relative_reward,
+        feature_version=cfg.feature_version,
     )
     returns, diverged, ratios = [], [], []
     for ep in range(episodes):

@@ -5,9 +5,11 @@ validation interval, a PBT member's perturbation interval. `Runs` owns what a bl
 for all of them:
 
 1. **advance** each run its number of steps (at the LRs given; a single run may instead be
-   stepped by a per-step LR policy), recording loss and gradient norm per step on the device;
-2. **read** the block to the host once: losses, gradient norms, and whether every parameter is
-   finite;
+   stepped by a per-step LR policy), recording loss and gradient norm per step on the device,
+   and on request (features v3) the last-step statistics of its block's last two steps
+   (`lrctl.last_steps`: `InnerRun` per parameter tensor, `Population` per flat row);
+2. **read** the block to the host once: losses, gradient norms, whether every parameter is
+   finite (and the last-step statistics);
 3. **check** it: a run whose block holds a non-finite loss or gradient norm, or any non-finite
    parameter element (a single NaN counts), has diverged;
 4. **validate** the runs that did not (the validation split; `accuracy` on request); a
@@ -49,7 +51,8 @@ class Block:
     steps, gradient norms 0 on the steps that did not read one). `val_loss` is +inf for runs
     whose block diverged (the non-finite value itself where validation found it), and
     `val_accuracy` NaN where not measured. `diverged` is True for runs that diverged in this
-    block or before it."""
+    block or before it. `step_stats` [N, 3]: each run's last-step statistics
+    (`lrctl.last_steps.STAT_NAMES`, features v3) where the block measured them, else None."""
 
     lengths: np.ndarray
     losses: np.ndarray
@@ -57,6 +60,7 @@ class Block:
     val_loss: np.ndarray
     val_accuracy: np.ndarray
     diverged: np.ndarray
+    step_stats: np.ndarray | None = None
 
     def observed(self, rows: np.ndarray, grad_norm_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """What the features read of runs `rows` (all of one block length L): their L losses
@@ -67,9 +71,10 @@ class Block:
 
     def rows(self, index: np.ndarray) -> Block:
         """The block of runs `index` only."""
+        stats = None if self.step_stats is None else self.step_stats[index]
         return Block(
             self.lengths[index], self.losses[index], self.grad_norms[index],
-            self.val_loss[index], self.val_accuracy[index], self.diverged[index],
+            self.val_loss[index], self.val_accuracy[index], self.diverged[index], stats,
         )  # fmt: skip
 
     def train_loss(self) -> np.ndarray:
@@ -241,6 +246,7 @@ class Runs:
         policy: object | None = None,
         accuracy: bool = False,
         step_lrs: np.ndarray | None = None,
+        step_stats: bool = False,
     ) -> Block:
         """Advance run i `lengths[i]` steps (a single run: never past its capacity) at `lrs`
         (None: as they are; a single run: its LR, or one per param group; a population: [N]),
@@ -249,31 +255,40 @@ class Runs:
 
         `grad_norm_steps` = G: only the last G steps of each run's block read their gradient
         norm (None: every step). `policy`: a single run's per-step LR policy (a torch scheduler
-        or a loss-driven policy such as `LRController`)."""
+        or a loss-driven policy such as `LRController`). `step_stats`: also measure each run's
+        last-step statistics (features v3; `Block.step_stats`)."""
         lengths = np.broadcast_to(np.asarray(lengths, dtype=np.int64), (self.n,)).copy()
         start = self.t.copy()
+        stats: torch.Tensor | None = None
         if isinstance(self.engine, InnerRun):
             run = self.engine
             if lrs is not None:
                 run.set_lr(lrs)  # type: ignore[arg-type]
             steps = None if step_lrs is None else np.asarray(step_lrs).reshape(-1)
-            run.advance(int(lengths[0]), policy, grad_norm_steps, steps)
+            run.advance(int(lengths[0]), policy, grad_norm_steps, steps, step_stats)
             lengths[0] = run.t - start[0]
             losses = run.loss_buf[start[0] : run.t][None]
             gnorms = run.gnorm_buf[start[0] : run.t][None]
             finite = params_finite(run.params).reshape(1)
+            if step_stats:
+                stats = run.block_step_stats()
         else:
             if policy is not None:
                 raise ValueError("a population is stepped at given LRs, not by a policy")
             lr = step_lrs if step_lrs is not None else lrs
-            losses, gnorms = self.engine.run_block(lr, lengths, grad_norm_steps or max(lengths))
+            losses, gnorms, stats = self.engine.run_block(
+                lr, lengths, grad_norm_steps or max(lengths), step_stats
+            )
             losses, gnorms = losses.T, gnorms.T
             finite = self.engine.params_finite()
         # The block's one host read.
         k = losses.shape[1]
-        host = torch.cat((losses, gnorms.to(losses.dtype), finite[:, None].to(losses.dtype)), 1)
-        host = host.detach().double().cpu().numpy()
+        parts = [losses, gnorms.to(losses.dtype), finite[:, None].to(losses.dtype)]
+        if stats is not None:
+            parts.append(stats.to(losses.dtype))
+        host = torch.cat(parts, 1).detach().double().cpu().numpy()
         losses_h, gnorms_h, finite_h = host[:, :k], host[:, k : 2 * k], host[:, 2 * k] > 0.5
+        stats_h = host[:, 2 * k + 1 :] if stats is not None else None
         in_block = np.arange(k)[None, :] < lengths[:, None]
         bad_step = in_block & ~(np.isfinite(losses_h) & np.isfinite(gnorms_h))
         # A run that diverged before stays diverged: it is neither validated nor recorded.
@@ -291,7 +306,7 @@ class Runs:
             self.diverged_at[i] = start[i] + step
         if self.n == 1 and not diverged[0]:
             self.evals.append((int(self.t[0]), float(val[0]), float(acc[0])))
-        return Block(lengths, losses_h, gnorms_h, val, acc, diverged)
+        return Block(lengths, losses_h, gnorms_h, val, acc, diverged, stats_h)
 
     def _validate(self, accuracy: bool) -> tuple[np.ndarray, np.ndarray]:
         """Every run's validation loss and accuracy (NaN where not asked or not classifying)."""

@@ -6,39 +6,50 @@ import torch
 
 from lrctl.actions import ActionSpec
 from lrctl.controller_file import ControllerWeights
-from lrctl.features import OBS_DIM
+from lrctl.features import FEATURE_VERSION, obs_dim
 
 
 def constant_policy(
-    action: float, spec: ActionSpec | None = None, hidden: int = 4
+    action: float,
+    spec: ActionSpec | None = None,
+    hidden: int = 4,
+    feature_version: int = FEATURE_VERSION,
 ) -> ControllerWeights:
     """A controller whose action is always `action` (zero weights, bias = atanh-free constant)."""
-    w1, b1 = torch.zeros(hidden, OBS_DIM), torch.zeros(hidden)
+    d = obs_dim(feature_version)
+    w1, b1 = torch.zeros(hidden, d), torch.zeros(hidden)
     w2, b2 = torch.zeros(1, hidden), torch.full((1,), float(action))
     return ControllerWeights(
         layers=[(w1, b1), (w2, b2)],
-        obs_mean=torch.zeros(OBS_DIM),
-        obs_var=torch.ones(OBS_DIM),
+        obs_mean=torch.zeros(d),
+        obs_var=torch.ones(d),
         obs_clip=10.0,
         obs_epsilon=1e-8,
         action_spec=spec or ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.25, 4.0)),
         provenance={"test": True},
+        feature_version=feature_version,
     )
 
 
-def random_policy(seed: int = 0, spec: ActionSpec | None = None) -> ControllerWeights:
+def random_policy(
+    seed: int = 0, spec: ActionSpec | None = None, feature_version: int = FEATURE_VERSION
+) -> ControllerWeights:
+    """A randomly initialised controller (8 tanh units) for `feature_version`'s observation;
+    the v2 one is drawn exactly as before the feature version was a choice."""
     g = torch.Generator().manual_seed(seed)
+    d = obs_dim(feature_version)
     layers = [
-        (torch.randn(8, OBS_DIM, generator=g), torch.randn(8, generator=g)),
+        (torch.randn(8, d, generator=g), torch.randn(8, generator=g)),
         (torch.randn(1, 8, generator=g), torch.randn(1, generator=g)),
     ]
     return ControllerWeights(
         layers=layers,
-        obs_mean=torch.randn(OBS_DIM, generator=g),
-        obs_var=torch.rand(OBS_DIM, generator=g) + 0.1,
+        obs_mean=torch.randn(d, generator=g),
+        obs_var=torch.rand(d, generator=g) + 0.1,
         obs_clip=5.0,
         obs_epsilon=1e-8,
         action_spec=spec or ActionSpec(interval=5, max_multiplier=1.5, lr_band=(0.01, 10.0)),
+        feature_version=feature_version,
     )
 
 

@@ -222,11 +222,13 @@ def test_runtime_imports_without_gymnasium_or_sb3():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("feature_version", [2, 3])
 @pytest.mark.parametrize("per_group", [False, True])
-def test_cuda_no_host_sync_between_decisions(per_group: bool):
+def test_cuda_no_host_sync_between_decisions(per_group: bool, feature_version: int):
     """On CUDA, the optimizer step (with the controller's grad-norm hook) and `sched.step` never
     synchronise with the host between decisions (torch's sync debug mode raises on any
-    synchronising call); a decision step reads its block once, by design. Also per group."""
+    synchronising call); a decision step reads its block once, by design. Also per group, and
+    with features v3 (the last-step statistics are device tensors in the same read)."""
     from lrctl.param_groups import layer_param_groups
 
     device = torch.device("cuda")
@@ -235,7 +237,7 @@ def test_cuda_no_host_sync_between_decisions(per_group: bool):
     ).to(device)
     x, y = torch.randn(128, 32, device=device), torch.randn(128, 1, device=device)
     opt = torch.optim.SGD(layer_param_groups(model), lr=1e-2, momentum=0.9)
-    weights = random_policy(5)
+    weights = random_policy(5, feature_version=feature_version)
     sched = LRController(opt, total_steps=100, controller=weights, per_group=per_group)
     k = weights.action_spec.interval
     for t in range(40):

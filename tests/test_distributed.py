@@ -74,11 +74,32 @@ def make_model() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
 
 
+def record_step_stats(ctrl: LRController) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Features v3: at every decision, the statistics that reach the features (combined over
+    the ranks) and this rank's own (the per-tensor sums, before combining)."""
+    from lrctl.last_steps import combine_stats
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    update = ctrl._tracker.update
+
+    def recorded(losses, grad_norms, ratio, progress, step_stats=None):
+        own = combine_stats(ctrl._last.stats).double().cpu().numpy()
+        seen.append((np.array(step_stats, dtype=float), own))
+        return update(losses, grad_norms, ratio, progress, step_stats)
+
+    ctrl._tracker.update = recorded
+    return seen
+
+
 def run_ddp_job(
-    rank: int, steps: int, group: dist.ProcessGroup | None, per_group: bool = False
+    rank: int,
+    steps: int,
+    group: dist.ProcessGroup | None,
+    per_group: bool = False,
+    feature_version: int = 2,
 ) -> dict:
     """DDP on this rank's batches with one LRController per rank (the shipped controller, or
-    a random policy per group); `group`: the controller's process_group."""
+    a random policy per group or for features v3); `group`: the controller's process_group."""
     from torch.nn.parallel import DistributedDataParallel
 
     from lrctl.param_groups import layer_param_groups
@@ -87,8 +108,10 @@ def run_ddp_job(
     ddp = DistributedDataParallel(model)
     params = layer_param_groups(model) if per_group else model.parameters()
     opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
-    weights = random_policy(3) if per_group else None
+    own = per_group or feature_version != 2
+    weights = random_policy(3, feature_version=feature_version) if own else None
     sched = LRController(opt, steps, controller=weights, per_group=per_group, process_group=group)
+    stats = record_step_stats(sched) if feature_version >= 3 else []
     lrs, losses = [], []
     for t in range(steps):
         x, y = rank_batch(rank, t)
@@ -103,6 +126,7 @@ def run_ddp_job(
         "lrs": lrs,
         "losses": losses,
         "params": [p.detach().clone() for p in model.parameters()],
+        "stats": stats,
     }
 
 
@@ -156,6 +180,37 @@ def run_fsdp2(rank: int) -> dict:
             "state_norms": state["block_grad_norms"].tolist() if rank == 0 else None}  # fmt: skip
 
 
+def run_fsdp2_v3(rank: int) -> dict:
+    """FSDP2 with features v3: the statistics that reach the features against the full
+    model's, computed from full tensors (gathered with collectives)."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = make_model()
+    fully_shard(model[0])
+    fully_shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    spec = ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.1, 10.0), grad_norm_steps=2)
+    sched = LRController(opt, 12, controller=random_policy(5, spec, feature_version=3))
+    seen = record_step_stats(sched)
+    full = lambda ts: torch.cat([t.full_tensor().reshape(-1) for t in ts]).double()  # noqa: E731
+    ref, prev = [], None
+    for t in range(12):
+        x, y = rank_batch(rank, t)
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        grad = full([p.grad for p in model.parameters()])
+        before = full(model.parameters())
+        opt.step()
+        after = full(model.parameters())
+        sched.step(loss)
+        if (t + 1) % 4 == 0:
+            ref.append([float(prev @ grad), float((before - after).square().sum()),
+                        float(before.square().sum())])  # fmt: skip
+        prev = grad
+    return {"combined": [c for c, _ in seen], "ref": ref}
+
+
 def run_readme_snippet(rank: int, port: int) -> str:
     """The README's DDP script with the environment torchrun gives it; its output."""
     os.environ.update(
@@ -188,12 +243,14 @@ def _worker(rank: int, ports: tuple[int, int], out_dir: str) -> None:
             "ddp": run_ddp_job(rank, DDP_STEPS, None),
             "ddp_alone": run_ddp_job(rank, DDP_STEPS, alone[rank]),
             "ddp_per_group": run_ddp_job(rank, 60, None, per_group=True),
+            "ddp_v3": run_ddp_job(rank, 60, None, feature_version=3),
             "nan": run_nan_on_one_rank(rank),
         }
         try:
             out["fsdp2"] = run_fsdp2(rank)
+            out["fsdp2_v3"] = run_fsdp2_v3(rank)
         except ImportError as exc:  # a torch without FSDP2
-            out["fsdp2"] = repr(exc)
+            out["fsdp2"] = out["fsdp2_v3"] = repr(exc)
     finally:
         dist.destroy_process_group()
     out["readme"] = run_readme_snippet(rank, ports[1])  # it initialises its own group
@@ -257,6 +314,22 @@ def test_ddp_per_group_decisions_agree_across_ranks(ranks_results):
     assert all(torch.equal(p, q) for p, q in zip(a["params"], b["params"], strict=True))
 
 
+def test_ddp_features_v3_decisions_agree_across_ranks(ranks_results):
+    """Features v3 under DDP: the gradient dot products and the update's and parameters'
+    squared norms go through the same all_reduce, weighted as the gradient norms' squares: DDP
+    replicates gradients and parameters, so the combined numbers are each rank's own (counted
+    once, not twice), the same on both ranks, and the ranks write the same LRs."""
+    steps, diff = divergence(ranks_results, "ddp_v3")
+    assert steps == 0 and diff == 0.0
+    a, b = (r["ddp_v3"]["stats"] for r in ranks_results)
+    assert len(a) == len(b) == 12  # 60 steps, K = 5
+    for (combined_a, own_a), (combined_b, own_b) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(combined_a, combined_b)
+        np.testing.assert_allclose(combined_a, own_a, rtol=1e-6)
+        np.testing.assert_allclose(own_a, own_b, rtol=1e-6)
+    assert np.isfinite(np.array([c for c, _ in a])).all()
+
+
 def test_distributed_nan_on_one_rank_cuts_on_every_rank(ranks_results):
     after_each_decision = [r["nan"][3::4] for r in ranks_results]
     expected = [0.2, 0.1, 0.1, 0.1, 0.1, 0.2, 0.4]  # cut to 1/m_max, held for 3 decisions
@@ -281,6 +354,17 @@ def test_distributed_fsdp2_sharded_norms_add_up_in_squares(ranks_results):
     # a mid-block state_dict on one rank: its own shards' norms (no collective, no hang)
     assert len(a["state_norms"]) == 2
     assert all(0 < n < full for n, full in zip(a["state_norms"], a["ref_norms"][4:6], strict=True))
+
+
+def test_distributed_fsdp2_v3_statistics_are_the_full_models(ranks_results):
+    """FSDP2 shards add up: the combined dot products and squared norms are those of the full
+    gradients and parameters, on both ranks."""
+    a, b = (r["fsdp2_v3"] for r in ranks_results)
+    if isinstance(a, str):
+        pytest.skip(f"FSDP2 not available: {a}")
+    assert len(a["combined"]) == 3
+    np.testing.assert_array_equal(np.array(a["combined"]), np.array(b["combined"]))
+    np.testing.assert_allclose(np.array(a["combined"])[:, 0], np.array(a["ref"]), rtol=1e-5)
 
 
 def test_distributed_no_collective_without_a_group(tmp_path, monkeypatch):
@@ -343,11 +427,11 @@ def test_distributed_combine_block_in_one_process(tmp_path):
         group = dist.group.WORLD
         losses = [torch.tensor(2.0), torch.tensor(float("nan"))]
         parts = [[torch.tensor(3.0), torch.tensor(4.0)], None]
-        mean, norms = combine_block(group, losses, parts)
+        mean, norms, stats = combine_block(group, losses, parts)
         np.testing.assert_array_equal(mean[0, 0], 2.0)
-        assert math.isnan(mean[0, 1])
+        assert math.isnan(mean[0, 1]) and stats is None  # no features-v3 statistics given
         np.testing.assert_allclose(norms, [[5.0, 0.0]])
-        mean, norms = combine_block(group, losses, parts, group_sizes=[1, 1])
+        mean, norms, _ = combine_block(group, losses, parts, group_sizes=[1, 1])
         assert mean.shape == (2, 2)
         np.testing.assert_allclose(norms, [[3.0, 0.0], [4.0, 0.0]])
     finally:

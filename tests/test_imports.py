@@ -19,6 +19,7 @@ RUNTIME = (
     "lrctl.actions",
     "lrctl.controller_file",
     "lrctl.grad_norms",
+    "lrctl.last_steps",
     "lrctl.param_groups",
     "lrctl.distributed",
 )

@@ -197,6 +197,7 @@ def test_shipped_config_loads_with_its_own_values() -> None:
         "scale_time": 0.0,
         "scale_band": [0.1, 10.0],
         "relative_reward": False,
+        "feature_version": 2,
     }
 
 
@@ -229,7 +230,7 @@ def test_one_migration_per_version_in_order(monkeypatch: pytest.MonkeyPatch) -> 
         ({"version": 1, "interval": 5}, 5, False),  # before G and populations: G = K, processes
         ({"version": 1, "interval": 5, "grad_norm_steps": 3}, 3, False),  # before populations
         ({"version": 1, "interval": 5, "grad_norm_steps": 3, "batched": True}, 3, True),
-        ({"version": 2, "interval": 5}, 2, True),  # today's format: today's defaults
+        ({"version": 2, "interval": 5}, 2, True),  # G and populations: today's defaults
     ],
 )
 def test_config_files_migrate_by_version(

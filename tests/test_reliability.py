@@ -121,7 +121,7 @@ def test_env_survives_hostile_streams(hostile_env, blocks, val_losses, actions):
     stream = iter(blocks)
     vals = iter(val_losses)
 
-    def advance(self, n, policy=None, grad_norm_steps=None, step_lrs=None):
+    def advance(self, n, policy=None, grad_norm_steps=None, step_lrs=None, step_stats=False):
         block = torch.tensor(next(stream, [1.0] * n), dtype=torch.float32)
         start = self.t
         self.t += n
