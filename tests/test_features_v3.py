@@ -38,7 +38,6 @@ from lrctl.inner_run import InnerRun
 from lrctl.last_steps import LastSteps, combine_stats, row_dots
 from lrctl.policies import rollout
 from lrctl.ppo import TrainConfig
-from lrctl.resources import DEFAULT_CONTROLLER, data_path
 from lrctl.runs import Runs
 from lrctl.tasks import FAMILIES, RunSpec, Split, Task
 from tests.helpers import constant_policy, random_policy, tiny_regression
@@ -411,7 +410,10 @@ def test_nonfinite_gradients_never_give_nan_features(
 
 # --- v1 and v2 files act as before -----------------------------------------------------------
 
-# LRs of tiny_regression under the shipped controller (v2) and a v1 copy of it (the same
+V3_RECURSIVE = Path(__file__).resolve().parent / "data" / "controller_v3_recursive.safetensors"
+"""Controller v3 (recursive, features v2), shipped until the anchored controllers."""
+
+# LRs of tiny_regression under controller v3 (features v2) and a v1 copy of it (the same
 # weights, feature version 1: G = K), every 10th step (one per decision), recorded with lrctl
 # before features v3 existed. On the machine they were recorded on they are reproduced
 # exactly; the tolerance only allows other CPUs' float32 kernels.
@@ -425,7 +427,7 @@ BEFORE_V3 = {
 
 @pytest.mark.parametrize(("version", "optimizer"), list(BEFORE_V3))
 def test_v1_and_v2_files_act_as_before(tmp_path: Path, version: str, optimizer: str) -> None:
-    shipped = data_path(DEFAULT_CONTROLLER)
+    shipped = V3_RECURSIVE
     path = shipped
     if version == "v1":
         spec = load_controller(shipped).action_spec.to_dict()

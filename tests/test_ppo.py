@@ -177,6 +177,8 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
 # Config files migrate by their version number, one function per version bump.
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "agents" / "default" / "config.json"
+V1_CONFIG = Path(__file__).resolve().parent / "data" / "config_v3_recursive.json"
+"""The config of controller v3 (shipped until the anchored controllers), a version-1 file."""
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
@@ -185,9 +187,16 @@ def _write(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-def test_shipped_config_loads_with_its_own_values() -> None:
+def test_shipped_config_loads_as_written() -> None:
     raw = json.loads(SHIPPED_CONFIG.read_text())
     loaded = json.loads(TrainConfig.load(SHIPPED_CONFIG).to_json())
+    raw.pop("version")
+    assert raw == {k: loaded[k] for k in raw}  # every field it states, as stated
+
+
+def test_version_1_config_loads_with_its_own_values() -> None:
+    raw = json.loads(V1_CONFIG.read_text())
+    loaded = json.loads(TrainConfig.load(V1_CONFIG).to_json())
     assert raw.pop("version") == 1 and loaded.pop("version") == CONFIG_VERSION
     added = {k: loaded.pop(k) for k in set(loaded) - set(raw)}  # fields of later versions
     assert loaded == raw
