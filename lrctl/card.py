@@ -19,7 +19,7 @@ from lrctl.atomic import atomic_path, atomic_write_text
 from lrctl.errors import UsageError
 
 
-def _plot_training_curve(run_dir: Path, out: Path) -> None:
+def _plot_training_curve(run_dir: Path, out: Path, eval_suite: str = "eval") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,7 +37,7 @@ def _plot_training_curve(run_dir: Path, out: Path) -> None:
         ev = pd.read_csv(eval_csv)
         ax.errorbar(
             ev["step"], ev["mean_return"], yerr=ev["std_return"],
-            fmt="o-", capsize=3, label="eval suite (held out): mean return ± std, deterministic",
+            fmt="o-", capsize=3, label=f"{eval_suite} suite (held out): mean return ± std, deterministic",
         )  # fmt: skip
     ax.axhline(0, color="grey", lw=0.5)
     ax.set(xlabel="PPO timesteps (controller decisions)", ylabel="return = log(V_0 / V_T)")
@@ -109,6 +109,21 @@ def _action_line(cfg: dict) -> str:
     )
 
 
+def _return_line(cfg: dict) -> str:
+    """What the returns in the card's table mean, from the run's reward setting."""
+    from lrctl.episodes import DIVERGENCE_RETURN, RELATIVE_DIVERGENCE_RETURN
+
+    if cfg.get("relative_reward", False):
+        return (
+            "Return = log(V_cosine,T / V_T): the final validation loss against a reference run "
+            "under cosine at the same base LR (> 0: better than cosine); divergence gives "
+            f"{RELATIVE_DIVERGENCE_RETURN:g}."
+        )
+    return (
+        f"Return = log(V_0 / V_T) of the validation loss; divergence gives {DIVERGENCE_RETURN:g}."
+    )
+
+
 def write_card(
     run_dir: str | Path,
     controller_file: str | Path,
@@ -120,7 +135,7 @@ def write_card(
     folder = controller_file.parent
     cfg = json.loads((run_dir / "config.json").read_text())
     state = json.loads((run_dir / "final" / "state.json").read_text())
-    _plot_training_curve(run_dir, folder / "training_curve.png")
+    _plot_training_curve(run_dir, folder / "training_curve.png", Path(cfg["eval_suite"]).stem)
     minutes = state.get("wall_time_s", 0.0) / 60
     ev_table = ""
     if (run_dir / "eval.csv").is_file():
@@ -151,7 +166,7 @@ from the scale-free features of `lrctl/features.py` (version in the file's metad
 
 ## Evaluation during training (held-out suite, {cfg["eval_episodes"]} fixed episodes, deterministic policy)
 
-Return = log(V_0 / V_T) of the validation loss; divergence gives -8.
+{_return_line(cfg)}
 
 {ev_table}
 """
