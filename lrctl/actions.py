@@ -39,6 +39,9 @@ def cosine_anchor(t: int | np.ndarray, total_steps: int | np.ndarray) -> float |
     """The default anchor: the LR factor of step t (0-based) under cosine annealing from 1 to 0
     over `total_steps` steps, 0.5 * (1 + cos(pi * t / T)), t clipped to [0, T] (the value torch's
     `CosineAnnealingLR(T_max=T, eta_min=0)` gives step t)."""
+    if type(t) is int and type(total_steps) is int:  # the runtime's per-step path: no numpy
+        frac = min(max(t / total_steps, 0.0), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
     if np.ndim(t) == 0 and np.ndim(total_steps) == 0:
         frac = min(max(float(t) / float(total_steps), 0.0), 1.0)
         return 0.5 * (1.0 + math.cos(math.pi * frac))

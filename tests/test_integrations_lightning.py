@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from lightning.pytorch.utilities.exceptions import MisconfigurationException  # noqa: E402
 
 from lrctl.actions import ActionSpec  # noqa: E402
+from lrctl.controller import LRController  # noqa: E402
 from lrctl.integrations.lightning import LRControllerCallback  # noqa: E402
 from tests.helpers import random_policy  # noqa: E402
 from tests.readme import readme_snippet  # noqa: E402
@@ -196,10 +197,18 @@ def test_lightning_module_with_its_own_scheduler_gets_a_clear_error():
 
 def test_readme_lightning_snippet_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default logger writes lightning_logs/ here
+    used: list[float] = []  # the LR each optimizer step ran with (before the controller's step)
+    original = LRController.step
+
+    def recording_step(self, loss):
+        used.append(self.get_last_lr()[0])
+        return original(self, loss)
+
+    monkeypatch.setattr(LRController, "step", recording_step)
     namespace: dict = {}
     exec(readme_snippet("PyTorch Lightning"), namespace)
     ctrl, trainer = namespace["controller"], namespace["trainer"]
     assert ctrl.controller.state_dict()["t"] == trainer.estimated_stepping_batches == 24
-    assert float(trainer.callback_metrics["lr-SGD"]) == pytest.approx(
-        ctrl.controller.get_last_lr()[0]
-    )
+    # Logged at batch start, as LearningRateMonitor does: the LR the last step used.
+    assert len(used) == 24
+    assert float(trainer.callback_metrics["lr-SGD"]) == pytest.approx(used[-1])
