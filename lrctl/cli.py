@@ -28,6 +28,27 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if args.run_dir is None:
             raise UsageError("--resume needs --run-dir RUN (the folder of the run to continue)")
+        ignored = [
+            flag
+            for flag, value in (
+                ("--config", args.config),
+                ("--suite", args.suite),
+                ("--eval-suite", args.eval_suite),
+                ("--n-envs", args.n_envs),
+                ("--seed", args.seed),
+                ("--no-batched", args.no_batched or None),
+                ("--action-mode", args.action_mode),
+                ("--relative-reward", args.relative_reward or None),
+                ("--feature-version", args.feature_version),
+            )
+            if value is not None
+        ]
+        if ignored:
+            raise UsageError(
+                f"--resume continues the run with its own RUN/config.json, so {', '.join(ignored)} "
+                "cannot change it; drop them (only --timesteps may raise the budget) or start a "
+                "new run in another --run-dir"
+            )
         cfg = TrainConfig()
     else:
         cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
@@ -51,7 +72,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     args.run_dir = args.run_dir or f"runs/{_dt.datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(args.run_dir)
     print(f"lrctl train: run folder {run_dir}")
-    final = train(cfg, run_dir, resume=args.resume, progress_bar=not args.no_progress)
+    final = train(
+        cfg,
+        run_dir,
+        resume=args.resume,
+        progress_bar=not args.no_progress,
+        extend_to=args.timesteps if args.resume else None,
+    )
     _print_train_summary(run_dir, final)
 
 
@@ -332,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --run-dir from its last checkpoint",
+        help="continue the run in --run-dir from its last checkpoint with its own config.json; "
+        "with --timesteps N, train a finished (or interrupted) run on to N decisions in all",
     )
     p.add_argument("--suite", help="training suite: a .toml path or 'train' (default)")
     p.add_argument(
@@ -361,7 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
         "features (default); 3, those plus the last update's size relative to the parameters "
         "and the cosine of each block's last two gradients",
     )
-    p.add_argument("--timesteps", type=int, help="total PPO timesteps (controller decisions)")
+    p.add_argument(
+        "--timesteps",
+        type=int,
+        help="total PPO timesteps (controller decisions); with --resume, the run's new budget",
+    )
     p.add_argument(
         "--n-envs",
         type=int,

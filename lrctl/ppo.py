@@ -566,18 +566,31 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def train(
-    cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress_bar: bool = True
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress_bar: bool = True,
+    extend_to: int | None = None,
 ) -> Path:
-    """Train (or resume) a PPO controller in `run_dir`; returns the folder of the final model."""
+    """Train (or resume) a PPO controller in `run_dir`; returns the folder of the final model.
+
+    `extend_to` (with `resume`) raises the run's total_timesteps, so a finished run trains on
+    from its last checkpoint toward a larger budget; every other setting stays the run's own.
+    """
     cfg.validate()
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
+    if extend_to is not None and not resume:
+        raise UsageError("extend_to needs resume=True (it continues an existing run)")
     if resume:
         if not config_path.is_file():
             raise UsageError(
                 f"{run_dir}: nothing to resume (no config.json); start it without --resume"
             )
         cfg = TrainConfig.load(config_path)
+        if extend_to is not None and extend_to != cfg.total_timesteps:
+            cfg = _extended(cfg, run_dir, extend_to)
+            atomic_write_json(config_path, json.loads(cfg.to_json()))
     elif config_path.exists():
         raise UsageError(
             f"{run_dir}: a run already exists here; pass --resume to continue it or choose another --run-dir"
@@ -645,6 +658,20 @@ def train(
         venv.close()
         torch.set_num_threads(threads_before)
     return final
+
+
+def _extended(cfg: TrainConfig, run_dir: Path, total: int) -> TrainConfig:
+    """`cfg` with total_timesteps raised to `total`, refused below what the run has done."""
+    checkpoint = latest_checkpoint(run_dir)
+    done = json.loads((checkpoint / "state.json").read_text())["num_timesteps"] if checkpoint else 0
+    if total < max(done, cfg.total_timesteps):
+        raise UsageError(
+            f"{run_dir}: --timesteps {total} is below the run's budget of "
+            f"{cfg.total_timesteps} ({done} done); resume extends a run, it cannot shorten it"
+        )
+    extended = TrainConfig.from_dict({**vars(cfg), "total_timesteps": total}, "--timesteps")
+    extended.validate()
+    return extended
 
 
 def _previous_wall_time(run_dir: Path) -> float:

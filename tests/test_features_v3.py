@@ -526,7 +526,7 @@ def test_cli_feature_version_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     class Captured(Exception):
         pass
 
-    def fake_train(cfg, run_dir, resume=False, progress_bar=True):
+    def fake_train(cfg, run_dir, resume=False, progress_bar=True, extend_to=None):
         raise Captured(cfg)
 
     monkeypatch.setattr(lrctl.ppo, "train", fake_train)

@@ -102,6 +102,29 @@ def test_resume_continues_from_the_last_checkpoint(tiny_cfg, tmp_path):
     assert stats_after > stats_before  # normalisation statistics carried over, then extended
 
 
+def test_resume_with_timesteps_extends_a_finished_run(tiny_cfg, tmp_path, capsys):
+    run = tmp_path / "run"
+    short = TrainConfig(**{**tiny_cfg.__dict__, "total_timesteps": 128, "eval_every": 0})
+    train(short, run, progress_bar=False)
+    assert main(["train", "--resume", "--run-dir", str(run), "--timesteps", "64"]) == 2
+    assert "cannot shorten it" in capsys.readouterr().err
+    assert main(["train", "--resume", "--run-dir", str(run), "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed cannot change it" in err and len(err.strip().splitlines()) == 1
+    assert TrainConfig.load(run / "config.json").total_timesteps == 128  # refusals wrote nothing
+    assert (
+        main(["train", "--resume", "--run-dir", str(run), "--timesteps", "256", "--no-progress"])
+        == 0
+    )
+    assert "done: 256 timesteps" in capsys.readouterr().out
+    assert TrainConfig.load(run / "config.json") == TrainConfig(
+        **{**short.__dict__, "total_timesteps": 256}
+    )
+    assert json.loads((run / "final" / "state.json").read_text())["num_timesteps"] == 256
+    assert latest_checkpoint(run).name == "step-000000256"
+    assert (run / "logs" / "progress-before-step-000000128.csv").is_file()
+
+
 def test_train_refuses_to_overwrite_and_resume_needs_a_run(tiny_cfg, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(ValueError, match="nothing to resume"):
