@@ -114,15 +114,17 @@ def _cmd_export(args: argparse.Namespace) -> None:
         import shutil
 
         from lrctl.card import write_card
+        from lrctl.export import run_of
 
+        run = run_of(Path(args.run))
         config = Path(args.output).parent / "config.json"
         if not config.exists():  # the card folder keeps the config it was trained with
-            shutil.copyfile(Path(args.run) / "config.json", config)
+            shutil.copyfile(run / "config.json", config)
         command = (
-            f"lrctl train --config {config} --run-dir {args.run}\n"
+            f"lrctl train --config {config} --run-dir {run}\n"
             f"lrctl export {args.run} -o {args.output} --card"
         )
-        card = write_card(args.run, out, command, args.bench)
+        card = write_card(run, out, command, args.bench)
         print(f"wrote {card} and training_curve.png")
 
 
@@ -420,7 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a trained run to a controller file", description=(
         "Write the run's deterministic policy, observation normalisation and action mapping to a "
         "safetensors controller file (no pickle) usable with lrctl.LRController."))  # fmt: skip
-    p.add_argument("run", help="run folder written by `lrctl train`")
+    p.add_argument(
+        "run",
+        help="run folder written by `lrctl train` (its final model, else its latest checkpoint), "
+        "or one of its checkpoints, RUN/checkpoints/step-N (checkpoint selection on val)",
+    )
     p.add_argument("-o", "--output", required=True, help="controller file to write (.safetensors)")
     p.add_argument(
         "--card",

@@ -60,13 +60,30 @@ def _model_folder(run_dir: Path) -> Path:
     )
 
 
+def _run_and_model(path: Path) -> tuple[Path, Path]:
+    """(run folder, model folder) of `path`: a run (its final model, else its latest
+    checkpoint) or one model folder inside a run (RUN/final, RUN/checkpoints/step-N)."""
+    if (path / "config.json").is_file():
+        return path, _model_folder(path)
+    for run in (path.parent, path.parent.parent):
+        if (run / "config.json").is_file() and (path / "model.zip").is_file():
+            return run, path
+    raise UsageError(
+        f"{path}: not an lrctl training run (no config.json) nor one of its checkpoints "
+        "(RUN/checkpoints/step-N with a model.zip)"
+    )
+
+
+def run_of(path: Path) -> Path:
+    """The run folder of a run or of one of its model folders (see `export_run`)."""
+    return _run_and_model(path)[0]
+
+
 def export_run(run_dir: str | Path, out: str | Path) -> Path:
-    """Export the final model of a run (or its latest checkpoint) to a controller file."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise UsageError(f"{run_dir}: not an lrctl training run (no config.json)")
+    """Export a run's final model (or its latest checkpoint), or the checkpoint folder
+    `run_dir` names (RUN/checkpoints/step-N), to a controller file."""
+    run_dir, folder = _run_and_model(Path(run_dir))
     cfg = TrainConfig.load(run_dir / "config.json")
-    folder = _model_folder(run_dir)
     model = PPO.load(folder / "model.zip", device="cpu")
     # Our own checkpoint, written by lrctl train (VecNormalize.save pickles); controller files
     # themselves never contain pickle.

@@ -417,13 +417,22 @@ def _atomic_dir_save(model: PPO, venv: VecNormalize, target: Path) -> None:
     os.replace(tmp, target)
 
 
-class AtomicCheckpoint(BaseCallback):
-    """Every `every` timesteps: policy + normalisation statistics saved together, atomically."""
+MILESTONE_EVERY = 100_000
+"""Checkpoints at multiples of this many timesteps are never pruned: they are the candidates
+of checkpoint selection on the val suite (`lrctl export RUN/checkpoints/step-N`)."""
 
-    def __init__(self, run_dir: Path, every: int, keep: int = 2) -> None:
+
+class AtomicCheckpoint(BaseCallback):
+    """Every `every` timesteps: policy + normalisation statistics saved together, atomically.
+    The last `keep` checkpoints stay (resume reads the latest), plus every milestone."""
+
+    def __init__(
+        self, run_dir: Path, every: int, keep: int = 2, milestone_every: int | None = None
+    ) -> None:
         super().__init__()
         self.dir = run_dir / "checkpoints"
         self.every, self.keep = every, keep
+        self.milestone_every = milestone_every or MILESTONE_EVERY
         self._next = every
 
     def _on_training_start(self) -> None:
@@ -442,7 +451,8 @@ class AtomicCheckpoint(BaseCallback):
         _atomic_dir_save(self.model, self.model.get_env(), target)
         atomic_write_json(self.dir / "latest.json", {"step": step, "path": target.name})
         for old in sorted(self.dir.glob("step-*"))[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            if int(old.name.removeprefix("step-")) % self.milestone_every:
+                shutil.rmtree(old, ignore_errors=True)
         return target
 
 

@@ -17,6 +17,7 @@ from lrctl.cli import main
 from lrctl.controller import LRController
 from lrctl.controller_file import load_controller
 from lrctl.errors import ConfigError
+from lrctl.export import export_run as ppo_export
 from lrctl.ppo import CONFIG_VERSION, MIGRATIONS, TrainConfig, latest_checkpoint, train
 
 TINY_SUITE = """
@@ -123,6 +124,27 @@ def test_resume_with_timesteps_extends_a_finished_run(tiny_cfg, tmp_path, capsys
     assert json.loads((run / "final" / "state.json").read_text())["num_timesteps"] == 256
     assert latest_checkpoint(run).name == "step-000000256"
     assert (run / "logs" / "progress-before-step-000000128.csv").is_file()
+
+
+def test_milestone_checkpoints_stay_and_export_reads_one(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(ppo, "MILESTONE_EVERY", 128)
+    run = tmp_path / "run"
+    cfg = TrainConfig(
+        **{**tiny_cfg.__dict__, "total_timesteps": 320, "checkpoint_every": 64, "eval_every": 0}
+    )
+    train(cfg, run, progress_bar=False)
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    # the last two, plus the milestone at 128 that pruning would have removed
+    assert kept == ["step-000000128", "step-000000256", "step-000000320"]
+    out = tmp_path / "ctl128.safetensors"
+    assert main(["export", str(run / "checkpoints" / "step-000000128"), "-o", str(out)]) == 0
+    prov = load_controller(out).provenance
+    assert prov["timesteps"] == 128 and prov["checkpoint"] == "step-000000128"
+    assert (
+        load_controller(out).layers[0][0].shape
+        == load_controller(ppo_export(run, tmp_path / "final.safetensors")).layers[0][0].shape
+    )
+    assert main(["export", str(run / "checkpoints"), "-o", str(tmp_path / "no.safetensors")]) == 2
 
 
 def test_train_refuses_to_overwrite_and_resume_needs_a_run(tiny_cfg, tmp_path):
