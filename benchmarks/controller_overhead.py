@@ -10,6 +10,12 @@ reported. Run with one thread so the two loops see the same machine:
 weights, so it makes exactly the same decisions): the difference between the two is the cost of
 measuring the last update's size and the last two gradients' cosine once per block.
 `--family` restricts the cases to one model.
+
+Two figures per controller: the loop-time ratio (what a user sees, but on a shared virtual
+machine it moves by several percent between identical loops) and the in-call ratio, 1 + (time
+inside `optimizer.step()` and the scheduler's step with the controller, minus the same with
+cosine) ÷ cosine's loop time: the controller's own work (hooks, bookkeeping, decisions), far
+steadier, but blind to any cache effect the controller has on the rest of the loop.
 """
 
 from __future__ import annotations
@@ -58,7 +64,8 @@ def make_loop(family: str, steps: int, arch: dict[str, int]):
     idx = torch.randint(0, len(task.train), (steps, spec.batch_size), generator=g)
     batches = [(task.train.x[i], task.train.y[i]) for i in idx]
 
-    def run(scheduler: str, controller: str | ControllerWeights | None) -> float:
+    def run(scheduler: str, controller: str | ControllerWeights | None) -> tuple[float, float]:
+        """(loop time, time inside optimizer.step() and the scheduler's step) in seconds."""
         torch.manual_seed(0)
         model = task.model_fn()
         opt = torch.optim.SGD(model.parameters(), lr=spec.base_lr, momentum=0.9)
@@ -68,14 +75,18 @@ def make_loop(family: str, steps: int, arch: dict[str, int]):
         else:
             sched = LRController(opt, total_steps=steps, controller=controller)
             step = sched.step
-        start = time.perf_counter()
+        inside = 0.0
+        clock = time.perf_counter
+        start = clock()
         for x, y in batches:
             opt.zero_grad()
             loss = task.loss_fn(model(x), y)
             loss.backward()
+            t0 = clock()
             opt.step()
             step(loss)
-        return time.perf_counter() - start
+            inside += clock() - t0
+        return clock() - start, inside
 
     return spec, run
 
@@ -106,18 +117,26 @@ def main() -> None:
         for ctl in controllers.values():  # warm-up
             run("controller", ctl)
         times: dict[str, list[float]] = {"cosine": [], **{name: [] for name in controllers}}
+        inside: dict[str, list[float]] = {name: [] for name in times}
         for _ in range(args.repeats):
-            times["cosine"].append(run("cosine", None))
-            for name, ctl in controllers.items():
-                times[name].append(run("controller", ctl))
+            for name, ctl in [("cosine", None), *controllers.items()]:
+                loop, calls = run("cosine" if ctl is None else "controller", ctl)
+                times[name].append(loop)
+                inside[name].append(calls)
         c = statistics.median(times["cosine"])
-        print(f"{spec.describe()}: cosine {c / steps * 1e6:7.1f} us/step")
+        c_in = statistics.median(inside["cosine"])
+        print(
+            f"{spec.describe()}: cosine {c / steps * 1e6:7.1f} us/step, of which "
+            f"optimizer.step() + scheduler.step() {c_in / steps * 1e6:.1f}"
+        )
         for name in controllers:
             k = statistics.median(times[name])
             ratios = [b / a for a, b in zip(times["cosine"], times[name], strict=True)]
+            extra = statistics.median(inside[name]) - c_in
             print(
                 f"  {name:<27} {k / steps * 1e6:7.1f} us/step  ratio {k / c:.3f} "
-                f"(per-repeat median {statistics.median(ratios):.3f})"
+                f"(per-repeat median {statistics.median(ratios):.3f}); in-call "
+                f"{extra / steps * 1e6:+.1f} us/step over cosine's = ratio {1 + extra / c:.3f}"
             )
 
 

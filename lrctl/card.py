@@ -129,14 +129,18 @@ def write_card(
     controller_file: str | Path,
     command: str,
     bench_dir: str | Path | None = None,
+    model_folder: str | Path | None = None,
 ) -> Path:
-    """Write README.md and training_curve.png next to `controller_file`."""
+    """Write README.md and training_curve.png next to `controller_file`. `model_folder` is the
+    exported model of the run (default RUN/final; a checkpoint chosen on val otherwise)."""
     run_dir, controller_file = Path(run_dir), Path(controller_file)
     folder = controller_file.parent
     cfg = json.loads((run_dir / "config.json").read_text())
-    state = json.loads((run_dir / "final" / "state.json").read_text())
+    model = Path(model_folder) if model_folder is not None else run_dir / "final"
+    state = json.loads((model / "state.json").read_text())
     _plot_training_curve(run_dir, folder / "training_curve.png", Path(cfg["eval_suite"]).stem)
-    minutes = state.get("wall_time_s", 0.0) / 60
+    wall = state.get("wall_time_s")  # absent from a checkpoint's state
+    wall_text = f"{wall / 60:.1f} min" if wall is not None else "not recorded for this checkpoint"
     ev_table = ""
     if (run_dir / "eval.csv").is_file():
         ev = pd.read_csv(run_dir / "eval.csv")
@@ -151,7 +155,7 @@ from the scale-free features of `lrctl/features.py` (version in the file's metad
 - File: `{controller_file.name}` (safetensors, no pickle; `lrctl info {controller_file}`)
 - Trained on: `envs/{Path(cfg["suite"]).stem}.toml` (suite `{cfg["suite"]}`); evaluated on the held-out `{cfg["eval_suite"]}` suite
 - Timesteps: {state["num_timesteps"]:,} decisions, {envs}
-- Wall time: {minutes:.1f} min on this machine ({cores} cores, {platform.processor() or platform.machine()}, CPU only)
+- Wall time: {wall_text} on this machine ({cores} cores, {platform.processor() or platform.machine()}, CPU only)
 - Config: [`config.json`](config.json) (every field is documented in `lrctl/ppo.py`)
 
 ## Reproduce

@@ -114,9 +114,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
         import shutil
 
         from lrctl.card import write_card
-        from lrctl.export import run_of
+        from lrctl.export import run_and_model
 
-        run = run_of(Path(args.run))
+        run, model = run_and_model(Path(args.run))
         config = Path(args.output).parent / "config.json"
         if not config.exists():  # the card folder keeps the config it was trained with
             shutil.copyfile(run / "config.json", config)
@@ -124,7 +124,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
             f"lrctl train --config {config} --run-dir {run}\n"
             f"lrctl export {args.run} -o {args.output} --card"
         )
-        card = write_card(run, out, command, args.bench)
+        card = write_card(run, out, command, args.bench, model)
         print(f"wrote {card} and training_curve.png")
 
 

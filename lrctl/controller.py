@@ -147,6 +147,12 @@ class LRController:
             )
         self.base = base
         self.optimizer = optimizer
+        # The per-step path reads these plain attributes (not the spec's properties and
+        # methods): step() runs after every optimizer step, and on a small model its Python
+        # work is a visible share of the loop (benchmarks/controller_overhead.py).
+        self._anchored = self.spec.anchored
+        self._interval = self.spec.interval
+        self._first_norm_step = self.spec.interval - self.spec.grad_norm_steps
         self.total_steps = total_steps
         self.hold = hold
         self.base_lrs = [_group_lr(g) for g in optimizer.param_groups]
@@ -307,25 +313,31 @@ class LRController:
                 loss = loss.reshape(())
         else:
             loss = torch.tensor(float(loss), device=self.device)
-        n_norms = self._norms_expected(len(self._loss_parts) + 1)
-        if len(self._norm_parts) != n_norms:
-            self._align_norms(n_norms)
-        self._loss_parts.append(loss)
+        parts = self._loss_parts
+        n_norms = len(parts) + 1 - self._first_norm_step  # _norms_expected, inlined
+        if len(self._norm_parts) != (n_norms if n_norms > 0 else 0):
+            self._align_norms(self._norms_expected(len(parts) + 1))
+        parts.append(loss)
         self._t += 1
-        if self.spec.anchored:
+        if self._anchored:
             self._update_anchor()
-        if len(self._loss_parts) == self.spec.interval:
+        if len(parts) == self._interval:
             self._decide()
-        elif self.spec.anchored:
+        elif self._anchored:
             self._write_lrs()  # re-anchored every step
-        self._sync_hook()
+        # _sync_hook, called only where the hook's wanted state can change (block boundaries).
+        if (len(self._loss_parts) >= self._first_norm_step) != (self._hook is not None):
+            self._sync_hook()
 
     def _update_anchor(self) -> None:
         """Anchored: each group's anchor LR for step `_t` (0-based): the base scheduler's, stepped
         on its own LRs, or cosine from the base LR to 0 over `total_steps`."""
         if self.base is None:
             c = cosine_anchor(self._t, self.total_steps)
-            self._anchor_lrs = [lr * c for lr in self.base_lrs]
+            if len(self.base_lrs) == 1:
+                self._anchor_lrs = [self.base_lrs[0] * c]
+            else:
+                self._anchor_lrs = [lr * c for lr in self.base_lrs]
             return
         if self._t > 0:
             for group, lr in zip(self.optimizer.param_groups, self._anchor_lrs, strict=True):
@@ -456,7 +468,9 @@ class LRController:
 
     def _write_lrs(self) -> None:
         groups = self.optimizer.param_groups
-        for group, ref, scale in zip(groups, self._references(), self._group_scales(), strict=True):
+        refs = self._anchor_lrs if self._anchored else self.base_lrs
+        scales = self._scales if self.per_group else self._scales * len(refs)
+        for group, ref, scale in zip(groups, refs, scales, strict=True):
             lr = ref * scale
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(lr)

@@ -60,7 +60,7 @@ def _model_folder(run_dir: Path) -> Path:
     )
 
 
-def _run_and_model(path: Path) -> tuple[Path, Path]:
+def run_and_model(path: Path) -> tuple[Path, Path]:
     """(run folder, model folder) of `path`: a run (its final model, else its latest
     checkpoint) or one model folder inside a run (RUN/final, RUN/checkpoints/step-N)."""
     if (path / "config.json").is_file():
@@ -74,15 +74,10 @@ def _run_and_model(path: Path) -> tuple[Path, Path]:
     )
 
 
-def run_of(path: Path) -> Path:
-    """The run folder of a run or of one of its model folders (see `export_run`)."""
-    return _run_and_model(path)[0]
-
-
 def export_run(run_dir: str | Path, out: str | Path) -> Path:
     """Export a run's final model (or its latest checkpoint), or the checkpoint folder
     `run_dir` names (RUN/checkpoints/step-N), to a controller file."""
-    run_dir, folder = _run_and_model(Path(run_dir))
+    run_dir, folder = run_and_model(Path(run_dir))
     cfg = TrainConfig.load(run_dir / "config.json")
     model = PPO.load(folder / "model.zip", device="cpu")
     # Our own checkpoint, written by lrctl train (VecNormalize.save pickles); controller files
