@@ -40,6 +40,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
                 ("--action-mode", args.action_mode),
                 ("--relative-reward", args.relative_reward or None),
                 ("--feature-version", args.feature_version),
+                ("--scale-time", args.scale_time),
             )
             if value is not None
         ]
@@ -62,6 +63,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "action_mode": args.action_mode,
             "relative_reward": True if args.relative_reward else None,
             "feature_version": args.feature_version,
+            "scale_time": args.scale_time,
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = TrainConfig.from_dict(data, "command line")
@@ -375,6 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("recursive", "anchored"),
         help="recursive: lr <- lr x m^a each decision (default); anchored: a bounded factor "
         "around cosine annealing, re-anchored every step (lrctl.actions)",
+    )
+    p.add_argument(
+        "--scale-time",
+        type=float,
+        metavar="F",
+        help="anchored only: add the slow scale term, which integrates the actions so that a "
+        "run of constant a = 1 crosses the scale band (0.1x-10x) in the fraction F of a run; it "
+        "can rescue a base LR off by up to 10x (TrainConfig.scale_time; 0, the default: off)",
     )
     p.add_argument(
         "--relative-reward",

@@ -205,6 +205,11 @@ class TrainConfig:
             spec = self.action_spec  # validates the action fields
         except UsageError as exc:
             raise ConfigError(f"config field {exc}") from None
+        if self.scale_time and not spec.anchored:
+            raise ConfigError(
+                "config field scale_time: the slow scale term is part of the anchored action; "
+                'set action_mode "anchored" (--action-mode anchored) or scale_time 0'
+            )
         try:
             resolve_feature_version(self.feature_version, spec)
         except UsageError as exc:

@@ -298,3 +298,52 @@ def test_relative_reward_batched_members_match_the_single_env(action_spec: Actio
         ep = env.episode
         expected = (ep.log_v0[0] - ep.log_v[0]) - (ep.ref_log_v0[0] - ep.ref_log_v[0])
         assert total == pytest.approx(expected, abs=1e-9)
+
+
+def test_cli_scale_time_flag(tmp_path, monkeypatch, capsys) -> None:
+    """`lrctl train --action-mode anchored --scale-time F` trains with the scale term (c); with
+    the recursive action it is refused in one line, before anything is written."""
+    import lrctl.ppo
+    from lrctl.cli import main
+
+    class Captured(Exception):
+        pass
+
+    def fake_train(cfg, run_dir, resume=False, progress_bar=True, extend_to=None):
+        cfg.validate()
+        raise Captured(cfg)
+
+    monkeypatch.setattr(lrctl.ppo, "train", fake_train)
+    with pytest.raises(Captured) as caught:
+        main(
+            [
+                "train",
+                "--action-mode",
+                "anchored",
+                "--scale-time",
+                "0.25",
+                "--run-dir",
+                str(tmp_path / "r"),
+            ]
+        )
+    cfg = caught.value.args[0]
+    assert cfg.scale_time == 0.25 and cfg.action_spec.scale_step(1000) == pytest.approx(
+        math.log(100) / 25
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--action-mode",
+                "recursive",
+                "--scale-time",
+                "0.25",
+                "--run-dir",
+                str(tmp_path / "r2"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "scale_time" in err and "anchored" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r2").exists()
