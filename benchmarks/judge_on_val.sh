@@ -12,7 +12,12 @@ name=$(basename "$run")
 case "$name" in
   step-*) name="$(basename "$(dirname "$(dirname "$run")")")@$((10#${name#step-}))" ;;
 esac
-out=${2:-runs/judge/$name}
+shift
+out=runs/judge/$name
+if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then  # an OUT_DIR, not a bench option
+  out=$1
+  shift
+fi
 mkdir -p "$out"
 "${LRCTL:-lrctl}" export "$run" -o "$out/controller.safetensors"
-exec "$(dirname "$0")/bench_controller.sh" val "$out/controller.safetensors" "$out" "${@:3}"
+exec "$(dirname "$0")/bench_controller.sh" val "$out/controller.safetensors" "$out" "$@"
