@@ -314,9 +314,9 @@ class LRController:
         else:
             loss = torch.tensor(float(loss), device=self.device)
         parts = self._loss_parts
-        n_norms = len(parts) + 1 - self._first_norm_step  # _norms_expected, inlined
-        if len(self._norm_parts) != (n_norms if n_norms > 0 else 0):
-            self._align_norms(self._norms_expected(len(parts) + 1))
+        n_norms = self._norms_expected(len(parts) + 1)
+        if len(self._norm_parts) != n_norms:
+            self._align_norms(n_norms)
         parts.append(loss)
         self._t += 1
         if self._anchored:
@@ -334,10 +334,7 @@ class LRController:
         on its own LRs, or cosine from the base LR to 0 over `total_steps`."""
         if self.base is None:
             c = cosine_anchor(self._t, self.total_steps)
-            if len(self.base_lrs) == 1:
-                self._anchor_lrs = [self.base_lrs[0] * c]
-            else:
-                self._anchor_lrs = [lr * c for lr in self.base_lrs]
+            self._anchor_lrs = [lr * c for lr in self.base_lrs]
             return
         if self._t > 0:
             for group, lr in zip(self.optimizer.param_groups, self._anchor_lrs, strict=True):
@@ -347,7 +344,7 @@ class LRController:
 
     def _norms_expected(self, n_steps: int) -> int:
         """Gradient-norm entries after `n_steps` steps of a block (its last G steps read one)."""
-        return max(0, n_steps - (self.spec.interval - self.spec.grad_norm_steps))
+        return max(0, n_steps - self._first_norm_step)
 
     def _sync_hook(self) -> None:
         """Hold the gradient-norm hook exactly while the next optimizer step is one of the
@@ -464,13 +461,11 @@ class LRController:
 
     def _references(self) -> list[float]:
         """What each group's factor multiplies: its anchor LR (anchored) or base LR."""
-        return self._anchor_lrs if self.spec.anchored else self.base_lrs
+        return self._anchor_lrs if self._anchored else self.base_lrs
 
     def _write_lrs(self) -> None:
         groups = self.optimizer.param_groups
-        refs = self._anchor_lrs if self._anchored else self.base_lrs
-        scales = self._scales if self.per_group else self._scales * len(refs)
-        for group, ref, scale in zip(groups, refs, scales, strict=True):
+        for group, ref, scale in zip(groups, self._references(), self._group_scales(), strict=True):
             lr = ref * scale
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(lr)

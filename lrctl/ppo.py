@@ -431,13 +431,10 @@ class AtomicCheckpoint(BaseCallback):
     """Every `every` timesteps: policy + normalisation statistics saved together, atomically.
     The last `keep` checkpoints stay (resume reads the latest), plus every milestone."""
 
-    def __init__(
-        self, run_dir: Path, every: int, keep: int = 2, milestone_every: int | None = None
-    ) -> None:
+    def __init__(self, run_dir: Path, every: int, keep: int = 2) -> None:
         super().__init__()
         self.dir = run_dir / "checkpoints"
         self.every, self.keep = every, keep
-        self.milestone_every = milestone_every or MILESTONE_EVERY
         self._next = every
 
     def _on_training_start(self) -> None:
@@ -456,7 +453,7 @@ class AtomicCheckpoint(BaseCallback):
         _atomic_dir_save(self.model, self.model.get_env(), target)
         atomic_write_json(self.dir / "latest.json", {"step": step, "path": target.name})
         for old in sorted(self.dir.glob("step-*"))[: -self.keep]:
-            if int(old.name.removeprefix("step-")) % self.milestone_every:
+            if int(old.name.removeprefix("step-")) % MILESTONE_EVERY:
                 shutil.rmtree(old, ignore_errors=True)
         return target
 
