@@ -25,6 +25,9 @@ from tests.test_distributed import record_blocks  # noqa: E402
 
 SPEC = ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.1, 10.0), grad_norm_steps=2)
 WEIGHTS = random_policy(8, SPEC)
+ANCHORED = random_policy(
+    8, ActionSpec(interval=4, mode="anchored", residual=0.5, grad_norm_steps=2)
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +42,7 @@ def _quiet_lightning():
 class Regression(pl.LightningModule):
     """A tiny MLP; remembers every training batch's loss (before Lightning divides it)."""
 
-    def __init__(self, scheduler: bool = False) -> None:
+    def __init__(self, scheduler: str | None = None) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.net = torch.nn.Sequential(
@@ -56,9 +59,18 @@ class Regression(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=0.02, momentum=0.9)
-        if self.scheduler:
+        if self.scheduler == "epoch":  # Lightning's default interval: stepped per epoch
             return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 5)}
+        if self.scheduler == "step":  # a warm-up then a decay, in optimizer steps
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": warmup_decay(opt), "interval": "step"},
+            }
         return opt
+
+
+def warmup_decay(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min((t + 1) / 4, 0.9**t))
 
 
 def loader(n_batches: int, batch_size: int = 8) -> torch.utils.data.DataLoader:
@@ -188,11 +200,72 @@ def test_lightning_resume_from_checkpoint_continues_the_identical_lr_trajectory(
     assert first.lrs + resumed.lrs == straight.lrs
 
 
-def test_lightning_module_with_its_own_scheduler_gets_a_clear_error():
-    with pytest.raises(
-        MisconfigurationException, match=r"also returned an LR scheduler \(StepLR\)"
-    ):
-        fit(Regression(scheduler=True), loader(2), [LRControllerCallback(WEIGHTS)], max_steps=2)
+def test_lightning_module_scheduler_per_epoch_gets_a_clear_error():
+    with pytest.raises(MisconfigurationException, match=r"\(StepLR\).*every epoch.*interval"):
+        fit(Regression("epoch"), loader(2), [LRControllerCallback(ANCHORED)], max_steps=2)
+
+
+def test_lightning_module_scheduler_with_a_recursive_controller_gets_a_clear_error():
+    with pytest.raises(MisconfigurationException, match=r"LRControllerCallback: base= sets"):
+        fit(Regression("step"), loader(2), [LRControllerCallback(WEIGHTS)], max_steps=2)
+
+
+def test_lightning_module_scheduler_per_step_becomes_the_base_schedule():
+    """The module's scheduler is the anchor: the same LRs as `LRController(..., base=s)` in a
+    plain loop on the same batches; stepped once per optimizer step (by the controller, not
+    by Lightning as well)."""
+    ctrl, spy = LRControllerCallback(ANCHORED), Spy()
+    module = Regression("step")
+    trainer = fit(module, loader(6), [ctrl, spy], max_steps=12)
+    base = ctrl.controller.base
+    assert isinstance(base, torch.optim.lr_scheduler.LambdaLR)
+    assert trainer.lr_scheduler_configs == [] and base.last_epoch == 12
+
+    plain = Regression()
+    opt = torch.optim.SGD(plain.parameters(), lr=0.02, momentum=0.9)
+    sched = LRController(opt, 12, controller=ANCHORED, base=warmup_decay(opt))
+    lrs = []
+    for _epoch in range(2):
+        for x, y in loader(6):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(plain.net(x), y)
+            loss.backward()
+            opt.step()
+            sched.step(loss)
+            lrs.append(opt.param_groups[0]["lr"])
+    assert spy.lrs == pytest.approx(lrs, rel=1e-6)
+    assert len(set(lrs)) > 6  # the warm-up, the decay and the policy's factors
+    anchors = [min((t + 1) / 4, 0.9**t) * 0.02 for t in range(1, 13)]
+    factors = [lr / a for lr, a in zip(lrs, anchors, strict=True)]
+    assert all(math.exp(-0.5) - 1e-6 <= f <= math.exp(0.5) + 1e-6 for f in factors)
+
+
+def test_lightning_resume_with_the_module_scheduler_continues_the_identical_trajectory(tmp_path):
+    def trainer(spy: Spy, ckpt: ModelCheckpoint | None = None) -> pl.Trainer:
+        return pl.Trainer(
+            accelerator="cpu",
+            max_steps=12,
+            callbacks=[LRControllerCallback(ANCHORED), spy, *([ckpt] if ckpt else [])],
+            logger=False,
+            enable_checkpointing=ckpt is not None,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+
+    straight = Spy()
+    trainer(straight).fit(Regression("step"), loader(6))
+    first = Spy(stop_at=6)  # an epoch's end, inside a block of 4 steps
+    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=6, save_top_k=-1)
+    trainer(first, ckpt).fit(Regression("step"), loader(6))
+    path = tmp_path / "epoch=0-step=6.ckpt"
+    saved = torch.load(path, weights_only=False)
+    assert saved["lr_schedulers"] == []  # the controller's, not Lightning's
+    assert saved["callbacks"]["LRControllerCallback"]["base_schedule"]["last_epoch"] == 6
+    resumed = Spy()
+    trainer(resumed).fit(Regression("step"), loader(6), ckpt_path=path)
+    assert first.lrs + resumed.lrs == straight.lrs
+    with pytest.raises(MisconfigurationException, match="saved with an LR scheduler"):
+        trainer(Spy()).fit(Regression(), loader(6), ckpt_path=path)
 
 
 def test_readme_lightning_snippet_runs(tmp_path, monkeypatch):

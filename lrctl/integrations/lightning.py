@@ -1,7 +1,7 @@
 """`LRControllerCallback`: the learned controller in a Lightning `Trainer`, as one callback.
 
     trainer = pl.Trainer(max_epochs=3, callbacks=[LRControllerCallback()])
-    trainer.fit(model, data)        # configure_optimizers returns the optimizer, no scheduler
+    trainer.fit(model, data)        # configure_optimizers: the optimizer (and a scheduler, optional)
 
 What it does, with nothing else changed in the LightningModule or the Trainer:
 
@@ -27,9 +27,16 @@ What it does, with nothing else changed in the LightningModule or the Trainer:
 - **Several devices.** Under DDP or FSDP every rank's controller combines its block with the
   other ranks' (`lrctl.distributed`), so all ranks write the same LR.
 
-A module that also returns an LR scheduler from `configure_optimizers`, or has several
-optimizers, or uses manual optimization, gets a `MisconfigurationException` that says what to
-change.
+- **The module's own scheduler.** If `configure_optimizers` also returns an LR scheduler
+  stepped every optimizer step (`{"scheduler": s, "interval": "step"}`), it becomes the
+  controller's base schedule (`LRController(..., base=s)`: the controller's LR is a bounded
+  factor around it) and the controller steps it from then on, in place of Lightning; its state
+  travels in the callback's checkpoint state. Without one, the base schedule is cosine from the
+  optimizer's LR over the fit.
+
+A module with a scheduler stepped per epoch (or every n > 1 steps), several schedulers or
+optimizers, manual optimization, or a controller file that cannot take a base schedule, gets a
+`MisconfigurationException` that says what to change.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lrctl.controller import LRController
 from lrctl.controller_file import ControllerWeights
+from lrctl.errors import UsageError
 
 
 def lr_log_names(optimizer: torch.optim.Optimizer) -> list[str]:
@@ -97,13 +105,6 @@ class LRControllerCallback(pl.Callback):
             self._loss_sum, self._micro_batches = None, 0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.lr_scheduler_configs:
-            schedulers = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
-            raise MisconfigurationException(
-                f"LRControllerCallback sets the learning rate, but configure_optimizers also "
-                f"returned an LR scheduler ({schedulers}); the two would overwrite each other. "
-                f"Return only the optimizer from configure_optimizers, or remove the callback."
-            )
         if not pl_module.automatic_optimization:
             raise MisconfigurationException(
                 "LRControllerCallback needs automatic optimization; with manual optimization, "
@@ -116,6 +117,7 @@ class LRControllerCallback(pl.Callback):
                 f"{len(trainer.optimizers)}; use one optimizer (with param groups if needed)"
             )
         optimizer = trainer.optimizers[0]
+        base = _base_schedule(trainer)
         total = self._total_steps
         if total is None:
             estimated = trainer.estimated_stepping_batches
@@ -125,7 +127,16 @@ class LRControllerCallback(pl.Callback):
                     "max_steps or max_epochs on the Trainer, or pass total_steps="
                 )
             total = int(estimated)
-        self.controller = LRController(optimizer, max(total, 1), self._source, **self._kwargs)
+        try:
+            self.controller = LRController(
+                optimizer, max(total, 1), self._source, base=base, **self._kwargs
+            )
+        except UsageError as exc:  # e.g. a recursive controller file with the module's scheduler
+            raise MisconfigurationException(f"LRControllerCallback: {exc}") from None
+        if base is not None:
+            # The controller steps the scheduler once per optimizer step from now on; left in
+            # the Trainer's configs, Lightning would step it a second time.
+            trainer.strategy.lr_scheduler_configs = []
         self._names = lr_log_names(optimizer)
         if self._pending is not None:
             self._restore(self._pending)
@@ -172,6 +183,8 @@ class LRControllerCallback(pl.Callback):
         if self.controller is None:
             return dict(self._pending or {})
         state: dict[str, Any] = {"controller": self.controller.state_dict()}
+        if self.controller.base is not None:  # the module's scheduler: no longer Lightning's
+            state["base_schedule"] = self.controller.base.state_dict()
         if self._loss_sum is not None:  # a checkpoint inside an accumulation window
             state["loss_sum"] = self._loss_sum.detach().cpu()
             state["micro_batches"] = self._micro_batches
@@ -187,6 +200,47 @@ class LRControllerCallback(pl.Callback):
         assert self.controller is not None
         if "controller" in state:
             self.controller.load_state_dict(state["controller"])
+        base_state = state.get("base_schedule")
+        if (base_state is None) != (self.controller.base is None):
+            raise MisconfigurationException(
+                "LRControllerCallback: the checkpoint was saved "
+                + ("with" if base_state is not None else "without")
+                + " an LR scheduler from configure_optimizers and this module returns "
+                + ("none" if base_state is not None else "one")
+                + "; resume with the configure_optimizers the checkpoint was trained with"
+            )
+        if base_state is not None:
+            self.controller.base.load_state_dict(base_state)
         loss_sum = state.get("loss_sum")
         self._loss_sum = None if loss_sum is None else loss_sum.to(self.controller.device)
         self._micro_batches = int(state.get("micro_batches", 0))
+
+
+def _base_schedule(trainer: pl.Trainer) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The LR scheduler `configure_optimizers` returned, to become the controller's base
+    schedule; None without one. The controller re-anchors its LR every optimizer step, so the
+    scheduler must be one Lightning would step every optimizer step too."""
+    configs = trainer.lr_scheduler_configs
+    if not configs:
+        return None
+    names = ", ".join(type(c.scheduler).__name__ for c in configs)
+    if len(configs) > 1:
+        raise MisconfigurationException(
+            f"LRControllerCallback anchors the LR around one schedule, but configure_optimizers "
+            f"returned {len(configs)} LR schedulers ({names}); return at most one (or chain "
+            f"them into one with torch.optim.lr_scheduler.SequentialLR)"
+        )
+    config = configs[0]
+    if config.interval != "step" or config.frequency != 1:
+        every = (
+            config.interval if config.frequency == 1 else f"{config.frequency} {config.interval}s"
+        )
+        raise MisconfigurationException(
+            f"LRControllerCallback makes the module's LR scheduler ({names}) its base schedule "
+            f"and steps it once per optimizer step, but configure_optimizers has Lightning step "
+            f"it every {every}. Return it as "
+            f'{{"optimizer": opt, "lr_scheduler": {{"scheduler": s, "interval": "step"}}}} '
+            f"with its length in optimizer steps, or return only the optimizer (the base "
+            f"schedule is then cosine from the optimizer's LR)"
+        )
+    return config.scheduler
