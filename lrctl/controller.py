@@ -157,9 +157,12 @@ class LRController:
         self.hold = hold
         self.base_lrs = [_group_lr(g) for g in optimizer.param_groups]
         for lr in self.base_lrs:
-            if not (math.isfinite(lr) and lr > 0):
+            # A base schedule may start at 0 (a warm-up): the controller's factor multiplies
+            # it, nothing divides by it. Without one, the LR is what the factor multiplies.
+            if not (math.isfinite(lr) and (lr > 0 or (base is not None and lr == 0))):
                 raise UsageError(
                     f"every param group needs a finite positive lr, got {self.base_lrs}"
+                    + (" (0 is allowed at a base schedule's first step)" if base else "")
                 )
         self.device = self._device()
         self.per_group = bool(per_group)

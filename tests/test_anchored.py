@@ -184,6 +184,21 @@ def test_controller_factor_and_a_user_base_schedule() -> None:
     factors = [1.0 if t < 5 else math.exp(-alpha) for t in range(45)]
     np.testing.assert_allclose(lrs, np.array(alone) * factors, rtol=1e-12)
 
+    # A warm-up from 0 (as transformers' schedules start): LR 0 at the first step is allowed
+    # with a base schedule (nothing divides by it), and refused without one.
+    def from_zero(o):
+        return torch.optim.lr_scheduler.LambdaLR(o, lambda t: min(1.0, t / 10))
+
+    alone, _ = _loop(lambda o: _Stepper(from_zero(o)))
+    lrs, _ = _loop(
+        lambda o: LRController(o, 45, controller=_weights(-1.0, ANCHORED), base=from_zero(o))
+    )
+    assert alone[0] == lrs[0] == 0.0
+    np.testing.assert_allclose(lrs, np.array(alone) * factors, rtol=1e-12)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.0)
+    with pytest.raises(UsageError, match=r"finite positive lr, got \[0.0\]$"):
+        LRController(opt, 45, controller=_weights(-1.0, ANCHORED))
+
 
 class _Stepper:
     """A torch scheduler stepped like a loss-driven policy (for the reference trajectory)."""

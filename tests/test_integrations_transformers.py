@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -22,6 +23,9 @@ from tests.test_distributed import record_blocks  # noqa: E402
 
 SPEC = ActionSpec(interval=4, max_multiplier=2.0, lr_band=(0.1, 10.0), grad_norm_steps=2)
 WEIGHTS = random_policy(9, SPEC)
+ANCHORED = random_policy(
+    9, ActionSpec(interval=4, mode="anchored", residual=0.5, grad_norm_steps=2)
+)
 
 
 class Regression(torch.nn.Module):
@@ -152,6 +156,56 @@ def test_transformers_trainer_with_its_own_scheduler_gets_a_clear_error(tmp_path
                       optimizers=(opt, sched))  # fmt: skip
     with pytest.raises(ValueError, match=r"already has an LR scheduler \(StepLR.*optimizer, None"):
         attach_controller(trainer)
+
+
+def test_transformers_base_trainer_works_around_the_trainers_own_schedule(tmp_path):
+    """base="trainer": the LR is a bounded factor around the schedule the arguments describe
+    (here a 4-step warm-up, then cosine), which the controller steps once per step."""
+    spy = Spy()
+    args = arguments(tmp_path, lr_scheduler_type="cosine", warmup_steps=4)
+    trainer = Trainer(model=Regression(), args=args, train_dataset=dataset(), callbacks=[spy])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "warm-up ignored" warning with base="trainer"
+        sched = attach_controller(trainer, ANCHORED, base="trainer")
+    trainer.train()
+    base = sched.controller.base
+    assert isinstance(base, torch.optim.lr_scheduler.LambdaLR) and base.last_epoch == 16
+    warm_cosine = [
+        0.02 * (t / 4 if t < 4 else 0.5 * (1 + math.cos(math.pi * (t - 4) / 12))) for t in range(16)
+    ]
+    assert spy.lrs[0] == 0.0  # the warm-up's first step, as without the controller
+    factors = [lr / a for lr, a in zip(spy.lrs[1:], warm_cosine[1:], strict=True)]
+    assert all(math.exp(-0.5) - 1e-6 <= f <= math.exp(0.5) + 1e-6 for f in factors)
+    assert any(abs(f - 1) > 0.1 for f in factors)  # the policy moved the LR off the base
+
+
+def test_transformers_base_trainer_resume_continues_the_identical_trajectory(tmp_path):
+    def run(out, spy, **kwargs):
+        args = arguments(out, lr_scheduler_type="linear", warmup_steps=0.25, **kwargs)
+        trainer = Trainer(model=Regression(), args=args, train_dataset=dataset(), callbacks=[spy])
+        return trainer, attach_controller(trainer, ANCHORED, base="trainer")
+
+    straight = Spy()
+    run(tmp_path / "a", straight)[0].train()
+    first = Spy(stop_at=6)
+    run(tmp_path / "b", first, save_strategy="steps", save_steps=6)[0].train()
+    checkpoint = tmp_path / "b" / "checkpoint-6"
+    state = torch.load(checkpoint / "scheduler.pt", weights_only=True)
+    assert state["t"] == 6 and state["base_schedule"]["last_epoch"] == 6
+    resumed = Spy()
+    trainer, _ = run(tmp_path / "b", resumed, save_strategy="steps", save_steps=6)
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert len(set(straight.lrs)) > 4 and first.lrs + resumed.lrs == straight.lrs
+    other = Trainer(model=Regression(), args=arguments(tmp_path / "c"), train_dataset=dataset())
+    attach_controller(other, ANCHORED)  # base="cosine": not what the checkpoint was saved with
+    with pytest.raises(ValueError, match="attached with base='trainer'"):
+        other.train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_transformers_bad_base_gets_a_clear_error(tmp_path):
+    trainer = Trainer(model=Regression(), args=arguments(tmp_path), train_dataset=dataset())
+    with pytest.raises(ValueError, match=r"base must be one of 'cosine', 'trainer', got 'linear'"):
+        attach_controller(trainer, ANCHORED, base="linear")
 
 
 def test_readme_transformers_snippet_runs(tmp_path, monkeypatch):

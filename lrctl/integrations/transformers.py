@@ -14,8 +14,13 @@ callbacks. How it plugs into the Trainer's loop:
   `LRController.state_dict` supports), so `trainer.train(resume_from_checkpoint=...)`
   continues the identical LR trajectory. The `LRController` is built on the Trainer's
   optimizer (the torch optimizer inside Accelerate's wrapper) when training starts (or when a
-  checkpoint's state is loaded), for `state.max_steps` optimizer steps. The Trainer's own
-  schedule settings (`lr_scheduler_type`, warm-up) no longer apply.
+  checkpoint's state is loaded), for `state.max_steps` optimizer steps.
+- **Base schedule.** An anchored controller sets the LR as a bounded factor around a base
+  schedule: by default (`base="cosine"`) cosine from `learning_rate` to 0, and the Trainer's
+  `lr_scheduler_type` and warm-up settings no longer apply; with `base="trainer"` the schedule
+  the Trainer would have built from its arguments (`lr_scheduler_type`, its warm-up,
+  `lr_scheduler_kwargs`: `transformers.get_scheduler`), which the controller steps and saves
+  with its own state.
 - **Loss.** `trainer.training_step` (on this Trainer instance only) is wrapped to add up the
   loss it returns for each micro-batch; the callback clears the sum at each step's start
   (`on_step_begin`). That sum is the step's loss as the Trainer itself logs it (the mean over
@@ -34,10 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, get_scheduler
 
 from lrctl.controller import LRController
 from lrctl.controller_file import ControllerWeights
+
+BASES = ("cosine", "trainer")
+"""What `attach_controller(..., base=)` takes: the schedule an anchored controller works around."""
 
 
 def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
@@ -61,8 +69,23 @@ class LRControllerScheduler(TrainerCallback):
         hold: int = 3,
         per_group: bool = False,
         process_group: torch.distributed.ProcessGroup | None = None,
+        base: str = "cosine",
     ) -> None:
+        if base not in BASES:
+            raise ValueError(
+                f"base must be one of {', '.join(map(repr, BASES))}, got {base!r}: 'cosine' "
+                f"(from learning_rate to 0) or 'trainer' (the Trainer's lr_scheduler_type and "
+                f"warm-up)"
+            )
+        scheduler_type = getattr(trainer.args.lr_scheduler_type, "value", None)
+        if base == "trainer" and scheduler_type == "reduce_lr_on_plateau":
+            raise ValueError(
+                "base='trainer' needs a schedule of the step, and lr_scheduler_type is "
+                "reduce_lr_on_plateau (it follows a metric); set lr_scheduler_type to e.g. "
+                "'cosine' or 'linear', or use base='cosine'"
+            )
         self.trainer = trainer
+        self.base = base
         self._source = controller
         self._total_steps = total_steps
         self._kwargs = {"hold": hold, "per_group": per_group, "process_group": process_group}
@@ -76,9 +99,21 @@ class LRControllerScheduler(TrainerCallback):
                     "the Trainer has no optimizer yet: the LR controller is built when "
                     "trainer.train() starts; call attach_controller(trainer) before train()"
                 )
-            total = total_steps or self._total_steps or self.trainer.state.max_steps
+            total = int(total_steps or self._total_steps or self.trainer.state.max_steps)
             optimizer = _torch_optimizer(self.trainer.optimizer)
-            self.controller = LRController(optimizer, int(total), self._source, **self._kwargs)
+            base = None
+            if self.base == "trainer":
+                args = self.trainer.args
+                base = get_scheduler(
+                    args.lr_scheduler_type,
+                    optimizer=optimizer,
+                    num_warmup_steps=args.get_warmup_steps(total),
+                    num_training_steps=total,
+                    scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+                )
+            self.controller = LRController(
+                optimizer, total, self._source, base=base, **self._kwargs
+            )
         return self.controller
 
     def add_loss(self, loss: torch.Tensor) -> None:
@@ -106,10 +141,25 @@ class LRControllerScheduler(TrainerCallback):
         return self._ensure().get_last_lr()
 
     def state_dict(self) -> dict[str, Any]:
-        return self._ensure().state_dict()
+        controller = self._ensure()
+        state = controller.state_dict()
+        if controller.base is not None:  # base="trainer": the schedule the controller steps
+            state["base_schedule"] = controller.base.state_dict()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._ensure(int(state_dict["total_steps"])).load_state_dict(state_dict)
+        state = dict(state_dict)
+        base_state = state.pop("base_schedule", None)
+        if (base_state is not None) != (self.base == "trainer"):
+            raise ValueError(
+                f"this checkpoint's LR controller was attached with "
+                f"base={'trainer' if base_state is not None else 'cosine'!r} and this one with "
+                f"base={self.base!r}; resume with the base it was trained with"
+            )
+        controller = self._ensure(int(state["total_steps"]))
+        controller.load_state_dict(state)
+        if base_state is not None:
+            controller.base.load_state_dict(base_state)
 
     # --- the callback ------------------------------------------------------------------------
 
@@ -131,7 +181,9 @@ def attach_controller(
         trainer: a `transformers.Trainer` created without an LR scheduler.
         controller: a controller file, loaded weights, or None for the shipped default.
         **kwargs: `total_steps` (default: the Trainer's `max_steps`), `hold`, `per_group`,
-            `process_group`, as for `LRController`.
+            `process_group`, as for `LRController`; `base`: "cosine" (default: cosine from
+            the Trainer's `learning_rate` to 0) or "trainer" (the schedule the Trainer's
+            arguments describe, warm-up included), the schedule the controller works around.
     """
     if trainer.lr_scheduler is not None:
         raise ValueError(
@@ -139,15 +191,16 @@ def attach_controller(
             f"passed as optimizers=(optimizer, scheduler)); the controller would be a second one. "
             f"Create the Trainer with optimizers=(optimizer, None) or without `optimizers`"
         )
+    sched = LRControllerScheduler(trainer, controller, **kwargs)
     args = trainer.args
-    if args.warmup_steps or getattr(args, "warmup_ratio", 0):
+    if sched.base != "trainer" and (args.warmup_steps or getattr(args, "warmup_ratio", 0)):
         warnings.warn(
-            "the Trainer's warm-up settings are ignored: the LR controller sets the learning "
-            "rate from the first step",
+            "the Trainer's warm-up settings are ignored: the LR controller works around cosine "
+            "from the first step; attach_controller(trainer, base='trainer') keeps the "
+            "Trainer's schedule and warm-up as its base",
             UserWarning,
             stacklevel=2,
         )
-    sched = LRControllerScheduler(trainer, controller, **kwargs)
     trainer.lr_scheduler = sched
     trainer.add_callback(sched)
     training_step = trainer.training_step
