@@ -206,7 +206,7 @@ def test_lightning_module_scheduler_per_epoch_gets_a_clear_error():
 
 
 def test_lightning_module_scheduler_with_a_recursive_controller_gets_a_clear_error():
-    with pytest.raises(MisconfigurationException, match=r"LRControllerCallback: base= sets"):
+    with pytest.raises(MisconfigurationException, match=r"\(LambdaLR\).*recursive.*Return only"):
         fit(Regression("step"), loader(2), [LRControllerCallback(WEIGHTS)], max_steps=2)
 
 

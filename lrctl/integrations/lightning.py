@@ -50,8 +50,9 @@ import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lrctl.controller import LRController
-from lrctl.controller_file import ControllerWeights
+from lrctl.controller_file import ControllerWeights, load_controller
 from lrctl.errors import UsageError
+from lrctl.resources import DEFAULT_CONTROLLER, data_path
 
 
 def lr_log_names(optimizer: torch.optim.Optimizer) -> list[str]:
@@ -127,11 +128,22 @@ class LRControllerCallback(pl.Callback):
                     "max_steps or max_epochs on the Trainer, or pass total_steps="
                 )
             total = int(estimated)
+        weights = self._source
+        if not isinstance(weights, ControllerWeights):
+            weights = load_controller(weights or data_path(DEFAULT_CONTROLLER))
+        if base is not None and not weights.action_spec.anchored:
+            raise MisconfigurationException(
+                f"LRControllerCallback would make the module's LR scheduler "
+                f"({type(base).__name__}) its base schedule, but this controller file uses "
+                f"recursive actions (it moves the LR itself, around no schedule). Return only the "
+                f"optimizer from configure_optimizers, or use an anchored controller file (the "
+                f"shipped default is one; `lrctl info FILE` says which)"
+            )
         try:
             self.controller = LRController(
-                optimizer, max(total, 1), self._source, base=base, **self._kwargs
+                optimizer, max(total, 1), weights, base=base, **self._kwargs
             )
-        except UsageError as exc:  # e.g. a recursive controller file with the module's scheduler
+        except UsageError as exc:  # e.g. base= on another optimizer, a plateau scheduler
             raise MisconfigurationException(f"LRControllerCallback: {exc}") from None
         if base is not None:
             # The controller steps the scheduler once per optimizer step from now on; left in
