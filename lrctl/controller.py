@@ -60,12 +60,11 @@ import torch
 
 from lrctl import distributed
 from lrctl.actions import cosine_anchor
-from lrctl.controller_file import ControllerWeights, load_controller
+from lrctl.controller_file import ControllerWeights, controller_weights
 from lrctl.errors import UsageError
 from lrctl.features import NONFINITE_INDEX, FeatureTracker, read_block
 from lrctl.grad_norms import combine, combine_floats, tensor_norms
 from lrctl.last_steps import LastSteps, combine_stats
-from lrctl.resources import DEFAULT_CONTROLLER, data_path
 
 STATE_VERSION = 4
 """v4: a features-v3 controller's unfinished block of last-step statistics (`last_steps`).
@@ -126,11 +125,7 @@ class LRController:
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
-        if controller is None:
-            controller = data_path(DEFAULT_CONTROLLER)
-        self.weights = (
-            controller if isinstance(controller, ControllerWeights) else load_controller(controller)
-        )
+        self.weights = controller_weights(controller)
         self.spec = self.weights.action_spec
         if base is not None and not self.spec.anchored:
             raise UsageError(
@@ -162,7 +157,11 @@ class LRController:
             if not (math.isfinite(lr) and (lr > 0 or (base is not None and lr == 0))):
                 raise UsageError(
                     f"every param group needs a finite positive lr, got {self.base_lrs}"
-                    + (" (0 is allowed at a base schedule's first step)" if base else "")
+                    + (
+                        " (0 is allowed at a base schedule's first step)"
+                        if base is not None
+                        else ""
+                    )
                 )
         self.device = self._device()
         self.per_group = bool(per_group)

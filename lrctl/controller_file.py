@@ -46,6 +46,7 @@ from lrctl.features import (
     min_grad_norm_steps,
     obs_dim,
 )
+from lrctl.resources import DEFAULT_CONTROLLER, data_path
 
 FORMAT = "lrctl-controller"
 FORMAT_VERSION = 1
@@ -130,6 +131,14 @@ def save_controller(weights: ControllerWeights, path: str | Path) -> Path:
 
 def _fail(path: Path, problem: str) -> ControllerFileError:
     return ControllerFileError(f"{path}: {problem}")
+
+
+def controller_weights(source: str | Path | ControllerWeights | None) -> ControllerWeights:
+    """The weights `source` names: loaded weights as they are, a controller file read with
+    `load_controller`, or None for the shipped default controller."""
+    if isinstance(source, ControllerWeights):
+        return source
+    return load_controller(source if source is not None else data_path(DEFAULT_CONTROLLER))
 
 
 def load_controller(path: str | Path) -> ControllerWeights:

@@ -50,9 +50,8 @@ import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lrctl.controller import LRController
-from lrctl.controller_file import ControllerWeights, load_controller
+from lrctl.controller_file import ControllerWeights, controller_weights
 from lrctl.errors import UsageError
-from lrctl.resources import DEFAULT_CONTROLLER, data_path
 
 
 def lr_log_names(optimizer: torch.optim.Optimizer) -> list[str]:
@@ -128,9 +127,7 @@ class LRControllerCallback(pl.Callback):
                     "max_steps or max_epochs on the Trainer, or pass total_steps="
                 )
             total = int(estimated)
-        weights = self._source
-        if not isinstance(weights, ControllerWeights):
-            weights = load_controller(weights or data_path(DEFAULT_CONTROLLER))
+        weights = controller_weights(self._source)
         if base is not None and not weights.action_spec.anchored:
             raise MisconfigurationException(
                 f"LRControllerCallback would make the module's LR scheduler "
