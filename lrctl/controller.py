@@ -479,7 +479,8 @@ class LRController:
         return [ref * s for ref, s in zip(self._references(), self._group_scales(), strict=True)]
 
     def state_dict(self) -> dict:
-        """Everything needed to continue the identical LR trajectory (not the optimizer).
+        """Everything needed to continue the identical LR trajectory (not the optimizer; with
+        `base=`, the base scheduler's state under "base_schedule").
         `block_grad_norms` holds the unfinished block's global norms [S], or in per-group
         mode its per-parameter norms [S, n_params].
 
@@ -501,6 +502,8 @@ class LRController:
         finally:
             self._norm_parts = parts
         extra = {} if self._last is None else {"last_steps": self._last.state()}
+        if self.base is not None:  # the schedule the anchor steps: continued with the rest
+            extra["base_schedule"] = self.base.state_dict()
         return {
             "version": STATE_VERSION,
             **extra,
@@ -538,6 +541,12 @@ class LRController:
                 f"this LRController state is for {len(state['base_lrs'])} param groups, the "
                 f"optimizer has {n_groups}; load it into an optimizer with the same groups"
             )
+        base_state = state.get("base_schedule")
+        if base_state is not None and self.base is None:
+            raise UsageError(
+                "this LRController state was saved with a base schedule (base=); construct "
+                "the controller with the same kind of scheduler as base= to load it"
+            )
         self._t = int(state["t"])
         self._scales = [float(x) for x in state["scales"]]
         self._log_scales = [float(x) for x in state.get("log_scales", [0.0] * len(self._scales))]
@@ -560,6 +569,8 @@ class LRController:
             self._last.start_block()
             if "last_steps" in state:
                 self._last.load_state(state["last_steps"])
+        if base_state is not None:  # a state from before it carried one: the base as it is
+            self.base.load_state_dict(base_state)
         self._write_lrs()
         self._sync_hook()
 

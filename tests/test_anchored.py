@@ -362,3 +362,37 @@ def test_cli_scale_time_flag(tmp_path, monkeypatch, capsys) -> None:
     err = capsys.readouterr().err
     assert "scale_time" in err and "anchored" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r2").exists()
+
+
+def test_controller_state_carries_its_base_schedule() -> None:
+    """With base=, the state holds the base scheduler's state: a controller built on a fresh
+    scheduler and loaded continues both (the warm-up's position included); a state with a
+    base schedule refuses a controller built without one, and changes nothing."""
+    from lrctl.controller import LRController
+
+    weights = _weights(0.7, WITH_SCALE)
+
+    def warmup(o):
+        return torch.optim.lr_scheduler.LambdaLR(o, lambda t: min(1.0, (t + 1) / 30) * (1 - t / 50))
+
+    whole, _ = _loop(lambda o: LRController(o, 45, controller=weights, base=warmup(o)))
+    _, first = _loop(lambda o: LRController(o, 45, controller=weights, base=warmup(o)), steps=22)
+    state = first.state_dict()
+    assert state["base_schedule"]["last_epoch"] == 22
+
+    def resumed(o):
+        sched = LRController(o, 45, controller=weights, base=warmup(o))
+        sched.load_state_dict(state)
+        return sched
+
+    rest, sched = _loop(resumed, steps=23)
+    np.testing.assert_allclose(rest, whole[22:], rtol=1e-12)
+    assert sched.base.last_epoch == 45
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.05)
+    plain = LRController(opt, 45, controller=weights)
+    before = plain.state_dict()
+    with pytest.raises(UsageError, match=r"saved with a base schedule \(base=\)"):
+        plain.load_state_dict(state)
+    assert plain.state_dict()["t"] == before["t"] == 0
+    assert opt.param_groups[0]["lr"] == 0.05

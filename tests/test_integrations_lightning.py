@@ -260,10 +260,18 @@ def test_lightning_resume_with_the_module_scheduler_continues_the_identical_traj
     path = tmp_path / "epoch=0-step=6.ckpt"
     saved = torch.load(path, weights_only=False)
     assert saved["lr_schedulers"] == []  # the controller's, not Lightning's
-    assert saved["callbacks"]["LRControllerCallback"]["base_schedule"]["last_epoch"] == 6
+    callback_state = saved["callbacks"]["LRControllerCallback"]
+    assert callback_state["controller"]["base_schedule"]["last_epoch"] == 6
     resumed = Spy()
     trainer(resumed).fit(Regression("step"), loader(6), ckpt_path=path)
     assert first.lrs + resumed.lrs == straight.lrs
+    # The layout of files written before the controller's state carried the base schedule.
+    callback_state["base_schedule"] = callback_state["controller"].pop("base_schedule")
+    old_layout = tmp_path / "old_layout.ckpt"
+    torch.save(saved, old_layout)
+    from_old = Spy()
+    trainer(from_old).fit(Regression("step"), loader(6), ckpt_path=old_layout)
+    assert first.lrs + from_old.lrs == straight.lrs
     with pytest.raises(MisconfigurationException, match="saved with an LR scheduler"):
         trainer(Spy()).fit(Regression(), loader(6), ckpt_path=path)
 

@@ -191,9 +191,9 @@ class LRControllerCallback(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         if self.controller is None:
             return dict(self._pending or {})
+        # With the module's scheduler as base=, the controller's state carries it (Lightning
+        # no longer steps or saves it).
         state: dict[str, Any] = {"controller": self.controller.state_dict()}
-        if self.controller.base is not None:  # the module's scheduler: no longer Lightning's
-            state["base_schedule"] = self.controller.base.state_dict()
         if self._loss_sum is not None:  # a checkpoint inside an accumulation window
             state["loss_sum"] = self._loss_sum.detach().cpu()
             state["micro_batches"] = self._micro_batches
@@ -207,10 +207,11 @@ class LRControllerCallback(pl.Callback):
 
     def _restore(self, state: dict[str, Any]) -> None:
         assert self.controller is not None
-        if "controller" in state:
-            self.controller.load_state_dict(state["controller"])
-        base_state = state.get("base_schedule")
-        if (base_state is None) != (self.controller.base is None):
+        controller_state = dict(state.get("controller", {}))
+        if "base_schedule" in state:  # files written before the controller's state carried it
+            controller_state["base_schedule"] = state["base_schedule"]
+        base_state = controller_state.get("base_schedule")
+        if controller_state and (base_state is None) != (self.controller.base is None):
             raise MisconfigurationException(
                 "LRControllerCallback: the checkpoint was saved "
                 + ("with" if base_state is not None else "without")
@@ -218,8 +219,8 @@ class LRControllerCallback(pl.Callback):
                 + ("none" if base_state is not None else "one")
                 + "; resume with the configure_optimizers the checkpoint was trained with"
             )
-        if base_state is not None:
-            self.controller.base.load_state_dict(base_state)
+        if controller_state:
+            self.controller.load_state_dict(controller_state)
         loss_sum = state.get("loss_sum")
         self._loss_sum = None if loss_sum is None else loss_sum.to(self.controller.device)
         self._micro_batches = int(state.get("micro_batches", 0))

@@ -141,15 +141,12 @@ class LRControllerScheduler(TrainerCallback):
         return self._ensure().get_last_lr()
 
     def state_dict(self) -> dict[str, Any]:
-        controller = self._ensure()
-        state = controller.state_dict()
-        if controller.base is not None:  # base="trainer": the schedule the controller steps
-            state["base_schedule"] = controller.base.state_dict()
-        return state
+        # base="trainer": the controller's state carries the schedule it steps.
+        return self._ensure().state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = dict(state_dict)
-        base_state = state.pop("base_schedule", None)
+        base_state = state.get("base_schedule")
         if (base_state is not None) != (self.base == "trainer"):
             raise ValueError(
                 f"this checkpoint's LR controller was attached with "
@@ -158,8 +155,6 @@ class LRControllerScheduler(TrainerCallback):
             )
         controller = self._ensure(int(state["total_steps"]))
         controller.load_state_dict(state)
-        if base_state is not None:
-            controller.base.load_state_dict(base_state)
 
     # --- the callback ------------------------------------------------------------------------
 
