@@ -569,7 +569,7 @@ class LRController:
             self._last.start_block()
             if "last_steps" in state:
                 self._last.load_state(state["last_steps"])
-        if base_state is not None:  # a state from before it carried one: the base as it is
+        if base_state is not None:  # (a state from before it carried one leaves the base as is)
             self.base.load_state_dict(base_state)
         self._write_lrs()
         self._sync_hook()
