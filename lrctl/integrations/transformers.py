@@ -145,16 +145,14 @@ class LRControllerScheduler(TrainerCallback):
         return self._ensure().state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = dict(state_dict)
-        base_state = state.get("base_schedule")
+        base_state = state_dict.get("base_schedule")
         if (base_state is not None) != (self.base == "trainer"):
             raise ValueError(
                 f"this checkpoint's LR controller was attached with "
                 f"base={'trainer' if base_state is not None else 'cosine'!r} and this one with "
                 f"base={self.base!r}; resume with the base it was trained with"
             )
-        controller = self._ensure(int(state["total_steps"]))
-        controller.load_state_dict(state)
+        self._ensure(int(state_dict["total_steps"])).load_state_dict(state_dict)
 
     # --- the callback ------------------------------------------------------------------------
 
