@@ -30,6 +30,7 @@ from lrctl.episodes import (
 from lrctl.errors import UsageError
 from lrctl.features import CLIP, FEATURE_VERSION, FeatureTracker, obs_dim
 from lrctl.runs import Block, Runs
+from lrctl.shocks import check_probability, draw_shocks, shock_multipliers
 from lrctl.tasks import FAMILIES, RunSpec, Suite, TaskFamily, load_suite
 
 
@@ -149,6 +150,9 @@ class BatchedLRControlEnv(VecEnv):
     - `seed`: seed of the population's draws (also `seed()` before `reset()`).
     - `generic`: train with the vmap forward even where the MLP fast path applies.
     - `feature_version`: as `LRControlEnv` (2 by default, or 3).
+    - `lr_shock`: probability that an episode is shocked: from a random step on, the LRs its
+      optimizer receives are multiplied by a hidden factor (`lrctl.shocks`; 0, the default:
+      never). A training lever; `LRControlEnv` has no shocks.
 
     `set_options([{"spec": RunSpec}, ...])` before `reset()` pins members' first specs (they
     must share family, architecture, batch size and optimizer). `get_attr` returns the
@@ -182,6 +186,7 @@ class BatchedLRControlEnv(VecEnv):
         generic: bool = False,
         relative: bool = False,
         feature_version: int = FEATURE_VERSION,
+        lr_shock: float = 0.0,
     ) -> None:
         if n < 1:
             raise UsageError(f"n (members) must be >= 1, got {n}")
@@ -200,6 +205,10 @@ class BatchedLRControlEnv(VecEnv):
         self.device = torch.device(device)
         self.generic = generic
         self.relative = bool(relative)
+        try:
+            self.lr_shock = check_probability(lr_shock)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         # Runs per member: the member's own, and with the relative reward its reference run
         # (rows n..2n-1 of the population: the same spec and seed under cosine).
         self._copies = 2 if self.relative else 1
@@ -219,6 +228,7 @@ class BatchedLRControlEnv(VecEnv):
         self._names: list[str] = [""] * n
         self._lr, self._base_lr = np.zeros(n), np.ones(n)
         self._factor, self._log_scale = np.ones(n), np.zeros(n)  # `ActionSpec.decide`
+        self._shock_start, self._shock_factor = np.zeros(n, np.int64), np.ones(n)  # lrctl.shocks
         self._episodes = np.zeros(n, np.int64)  # finished in this population
         self._obs = np.zeros((n, self.obs_dim), np.float32)
         self._actions = np.zeros((n, 1), np.float32)
@@ -392,6 +402,9 @@ class BatchedLRControlEnv(VecEnv):
         self.tracker.reset(np.isin(np.arange(self.num_envs), rows))
         horizons = [s.steps for s in specs]
         self.episodes.t[rows], self.episodes.horizon[rows] = 0, horizons
+        self._shock_start[rows], self._shock_factor[rows] = draw_shocks(
+            self.rng, np.asarray(horizons), self.lr_shock
+        )
         block, ref_val = self._run(runs, rows, np.full(len(rows), k), k)
         self.episodes.start(rows, horizons, k, block.val_loss, block.diverged, ref_val)
         obs = self._observe(rows, block)
@@ -411,20 +424,27 @@ class BatchedLRControlEnv(VecEnv):
         members' block and the references' validation losses (None without references)."""
         spec = self.action_spec
         v3 = self.feature_version >= 3
+        episodes = self.episodes
+        t = episodes.t[rows, None] + np.arange(k)[None, :]
+        shock = None  # the hidden LR multipliers of shocked episodes (`lrctl.shocks`)
+        if self.lr_shock > 0:
+            shock = shock_multipliers(t, self._shock_start[rows], self._shock_factor[rows])
         if spec.anchored:
             own = self._anchored_lrs(rows, k)
             self._lr[rows] = own[np.arange(len(rows)), np.maximum(lengths, 1) - 1]
-        elif not self.relative:  # one LR per member for the block
+        elif not self.relative and shock is None:  # one LR per member for the block
             lrs = self._lr[rows]
             return runs.run_block(lengths, lrs, spec.grad_norm_steps, step_stats=v3), None
         else:
             own = np.repeat(self._lr[rows, None], k, axis=1)
+        if shock is not None:  # applied to what the optimizer gets; `_lr` stays the command
+            own = own * shock
         if not self.relative:
             block = runs.run_block(lengths, None, spec.grad_norm_steps, step_lrs=own, step_stats=v3)
             return block, None
-        episodes = self.episodes
-        t = episodes.t[rows, None] + np.arange(k)[None, :]
         ref = self._base_lr[rows, None] * cosine_anchor(t, episodes.horizon[rows, None])
+        if shock is not None:
+            ref = ref * shock
         both = runs.run_block(
             np.concatenate([lengths, lengths]), None, spec.grad_norm_steps,
             step_lrs=np.concatenate([own, ref]), step_stats=v3,

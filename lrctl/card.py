@@ -109,6 +109,20 @@ def _action_line(cfg: dict) -> str:
     )
 
 
+def _shock_text(cfg: dict) -> str:
+    """The training episodes' LR shocks (`lrctl.shocks`), if the run had any."""
+    p = cfg.get("lr_shock", 0.0)
+    if not p:
+        return ""
+    from lrctl.shocks import SHOCK_DECADES
+
+    span = 10**SHOCK_DECADES
+    return (
+        f", {p:.0%} of its episodes shocked (from a random step on, the LR off by a hidden "
+        f"factor in [1/{span:g}, {span:g}])"
+    )
+
+
 def _return_line(cfg: dict) -> str:
     """What the returns in the card's table mean, from the run's reward setting."""
     from lrctl.episodes import DIVERGENCE_RETURN, RELATIVE_DIVERGENCE_RETURN
@@ -153,7 +167,7 @@ def write_card(
 from the scale-free features of `lrctl/features.py` (version in the file's metadata).
 
 - File: `{controller_file.name}` (safetensors, no pickle; `lrctl info {controller_file}`)
-- Trained on: `envs/{Path(cfg["suite"]).stem}.toml` (suite `{cfg["suite"]}`); evaluated on the held-out `{cfg["eval_suite"]}` suite
+- Trained on: `envs/{Path(cfg["suite"]).stem}.toml` (suite `{cfg["suite"]}`){_shock_text(cfg)}; evaluated on the held-out `{cfg["eval_suite"]}` suite
 - Timesteps: {state["num_timesteps"]:,} decisions, {envs}
 - Wall time: {wall_text} on this machine ({cores} cores, {platform.processor() or platform.machine()}, CPU only)
 - Config: [`config.json`](config.json) (every field is documented in `lrctl/ppo.py`)

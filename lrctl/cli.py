@@ -41,6 +41,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
                 ("--relative-reward", args.relative_reward or None),
                 ("--feature-version", args.feature_version),
                 ("--scale-time", args.scale_time),
+                ("--lr-shock", args.lr_shock),
             )
             if value is not None
         ]
@@ -64,6 +65,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "relative_reward": True if args.relative_reward else None,
             "feature_version": args.feature_version,
             "scale_time": args.scale_time,
+            "lr_shock": args.lr_shock,
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = TrainConfig.from_dict(data, "command line")
@@ -385,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="anchored only: add the slow scale term, which integrates the actions so that a "
         "run of constant a = 1 crosses the scale band (0.1x-10x) in the fraction F of a run; it "
         "can rescue a base LR off by up to 10x (TrainConfig.scale_time; 0, the default: off)",
+    )
+    p.add_argument(
+        "--lr-shock",
+        type=float,
+        metavar="P",
+        help="a research lever: the probability that a training episode is shocked, i.e. from "
+        "a random step on its LR is off by a hidden factor in [0.1, 10], so that the policy "
+        "must read from the run whether its LR is too high or too low (lrctl/shocks.py; "
+        "TrainConfig.lr_shock; batched populations only; 0, the default: never)",
     )
     p.add_argument(
         "--relative-reward",

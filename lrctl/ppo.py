@@ -61,10 +61,11 @@ from lrctl.batched_env import BatchedLRControlEnv, split_suite
 from lrctl.episodes import resolve_feature_version
 from lrctl.errors import ConfigError, UsageError
 from lrctl.features import FEATURE_VERSION
+from lrctl.shocks import check_probability
 from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
-CONFIG_VERSION = 4
+CONFIG_VERSION = 5
 """The config format this code writes; older ones are migrated one version at a time
 (`MIGRATIONS`), newer ones refused."""
 
@@ -119,6 +120,11 @@ class TrainConfig:
     """Reward each block's improvement minus that of a reference run (the same spec and seed
     under cosine from the same base LR, trained alongside: twice the inner steps), so that
     returns mean "better than cosine at this LR" on every task (`lrctl.episodes`)."""
+    lr_shock: float = 0.0
+    """Probability that a training episode is shocked: from a random step on, the LRs its
+    optimizer receives are multiplied by a hidden factor in [0.1, 10] (`lrctl.shocks`), so
+    the best LR changes during the run. Batched populations only; 0 (the default): never.
+    Configs before version 5 had no shocks."""
     feature_version: int = FEATURE_VERSION
     """The observation's feature version (`lrctl.features`): 2 (13 features, the default) or
     3 (adds the last update's size relative to the parameters and the last two gradients'
@@ -155,7 +161,7 @@ class TrainConfig:
     eval_episodes: int = 8
     """Episodes per evaluation (fixed seeds, deterministic policy)."""
     version: int = CONFIG_VERSION
-    """Config format version: 0 (a file without the field) to 4 (see `MIGRATIONS`)."""
+    """Config format version: 0 (a file without the field) to 5 (see `MIGRATIONS`)."""
 
     @property
     def action_spec(self) -> ActionSpec:
@@ -209,6 +215,15 @@ class TrainConfig:
             raise ConfigError(
                 "config field scale_time: the slow scale term is part of the anchored action; "
                 'set action_mode "anchored" (--action-mode anchored) or scale_time 0'
+            )
+        try:
+            check_probability(self.lr_shock)
+        except ValueError as exc:
+            raise ConfigError(f"config field {exc}") from None
+        if self.lr_shock and not self.batched:
+            raise ConfigError(
+                "config field lr_shock: shocks are drawn by the batched populations only; set "
+                "batched true (drop --no-batched) or lr_shock 0"
             )
         try:
             resolve_feature_version(self.feature_version, spec)
@@ -323,7 +338,19 @@ def _v3_to_v4(data: dict) -> dict:
     return data
 
 
-MIGRATIONS: tuple[Callable[[dict], dict], ...] = (_v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4)
+def _v4_to_v5(data: dict) -> dict:
+    """Version 5 added `lr_shock`; a version-4 config trained without shocks."""
+    data.setdefault("lr_shock", 0.0)
+    return data
+
+
+MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
+    _v0_to_v1,
+    _v1_to_v2,
+    _v2_to_v3,
+    _v3_to_v4,
+    _v4_to_v5,
+)
 """`MIGRATIONS[n]` turns the fields of a version-n config into those of version n + 1; a config
 is migrated by each from its own version on. A format change bumps `CONFIG_VERSION` and adds
 one function here."""
@@ -397,9 +424,16 @@ def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize
             redraw_after=cfg.redraw_after,
             relative=cfg.relative_reward,
             feature_version=cfg.feature_version,
+            lr_shock=cfg.lr_shock,
         )
         for size in sizes
     ]
+    if n_single and cfg.lr_shock:
+        raise ConfigError(
+            f"config field lr_shock: suite {cfg.suite!r} has families that do not batch "
+            f"({', '.join(single.family_names)}), and only batched populations draw shocks; "
+            "train on a suite whose families all batch (e.g. train_v1) or set lr_shock 0"
+        )
     if n_single:
         parts.append(_single_envs(single, cfg, n_single, cfg.seed + sum(sizes), subprocess))
     venv = parts[0] if len(parts) == 1 else ConcatVecEnv(parts)

@@ -176,7 +176,7 @@ LAYERS = {
         "lrctl.runs", "lrctl.training", "lrctl.range_test", "lrctl.plotting",
     ),
     "RL": (
-        "lrctl.episodes", "lrctl.env", "lrctl.batched_env", "lrctl.vec_concat",
+        "lrctl.episodes", "lrctl.shocks", "lrctl.env", "lrctl.batched_env", "lrctl.vec_concat",
         "lrctl.policies", "lrctl.ppo", "lrctl.export", "lrctl.card",
     ),
     "bench": ("lrctl.bench",),
