@@ -205,10 +205,7 @@ class BatchedLRControlEnv(VecEnv):
         self.device = torch.device(device)
         self.generic = generic
         self.relative = bool(relative)
-        try:
-            self.lr_shock = check_probability(lr_shock)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        self.lr_shock = check_probability(lr_shock)
         # Runs per member: the member's own, and with the relative reward its reference run
         # (rows n..2n-1 of the population: the same spec and seed under cosine).
         self._copies = 2 if self.relative else 1

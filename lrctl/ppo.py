@@ -209,6 +209,7 @@ class TrainConfig:
             raise ConfigError("config fields gamma and gae_lambda must lie in (0, 1] and [0, 1]")
         try:
             spec = self.action_spec  # validates the action fields
+            check_probability(self.lr_shock)
         except UsageError as exc:
             raise ConfigError(f"config field {exc}") from None
         if self.scale_time and not spec.anchored:
@@ -216,10 +217,6 @@ class TrainConfig:
                 "config field scale_time: the slow scale term is part of the anchored action; "
                 'set action_mode "anchored" (--action-mode anchored) or scale_time 0'
             )
-        try:
-            check_probability(self.lr_shock)
-        except ValueError as exc:
-            raise ConfigError(f"config field {exc}") from None
         if self.lr_shock and not self.batched:
             raise ConfigError(
                 "config field lr_shock: shocks are drawn by the batched populations only; set "

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lrctl.errors import UsageError
+
 SHOCK_WINDOW = (0.2, 0.7)
 """A shock starts at a step drawn uniformly in this fraction of the run's horizon."""
 SHOCK_DECADES = 1.0
@@ -28,9 +30,9 @@ SHOCK_DECADES = 1.0
 
 
 def check_probability(p: float) -> float:
-    """`p` as a float in [0, 1], or a ValueError that names the allowed range."""
+    """`p` as a float in [0, 1], or a UsageError that names the allowed range."""
     if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"lr_shock is a probability in [0, 1], got {p!r}")
+        raise UsageError(f"lr_shock is a probability in [0, 1], got {p!r}")
     return float(p)
 
 

@@ -60,3 +60,24 @@ def tiny_regression(seed: int = 0, n: int = 64):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     return model, x, y
+
+
+def config_from_cli(monkeypatch, argv: list[str]):
+    """The validated `TrainConfig` that `lrctl <argv>` (a `train` command) would train with;
+    `lrctl.ppo.train` is replaced, so nothing trains and no run folder is written."""
+    import pytest
+
+    import lrctl.ppo
+    from lrctl.cli import main
+
+    class Captured(Exception):
+        pass
+
+    def fake_train(cfg, run_dir, resume=False, progress_bar=True, extend_to=None):
+        cfg.validate()
+        raise Captured(cfg)
+
+    monkeypatch.setattr(lrctl.ppo, "train", fake_train)
+    with pytest.raises(Captured) as caught:
+        main(argv)
+    return caught.value.args[0]

@@ -17,6 +17,7 @@ from lrctl.batched_env import BatchedLRControlEnv
 from lrctl.env import LRControlEnv
 from lrctl.errors import UsageError
 from lrctl.tasks import FAMILIES
+from tests.helpers import config_from_cli
 
 ANCHORED = ActionSpec(mode="anchored", residual=0.5)
 WITH_SCALE = ActionSpec(mode="anchored", residual=0.5, scale_time=0.25)
@@ -318,30 +319,10 @@ def test_relative_reward_batched_members_match_the_single_env(action_spec: Actio
 def test_cli_scale_time_flag(tmp_path, monkeypatch, capsys) -> None:
     """`lrctl train --action-mode anchored --scale-time F` trains with the scale term (c); with
     the recursive action it is refused in one line, before anything is written."""
-    import lrctl.ppo
     from lrctl.cli import main
 
-    class Captured(Exception):
-        pass
-
-    def fake_train(cfg, run_dir, resume=False, progress_bar=True, extend_to=None):
-        cfg.validate()
-        raise Captured(cfg)
-
-    monkeypatch.setattr(lrctl.ppo, "train", fake_train)
-    with pytest.raises(Captured) as caught:
-        main(
-            [
-                "train",
-                "--action-mode",
-                "anchored",
-                "--scale-time",
-                "0.25",
-                "--run-dir",
-                str(tmp_path / "r"),
-            ]
-        )
-    cfg = caught.value.args[0]
+    argv = ["train", "--action-mode", "anchored", "--scale-time", "0.25"]
+    cfg = config_from_cli(monkeypatch, [*argv, "--run-dir", str(tmp_path / "r")])
     assert cfg.scale_time == 0.25 and cfg.action_spec.scale_step(1000) == pytest.approx(
         math.log(100) / 25
     )

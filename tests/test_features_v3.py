@@ -40,7 +40,7 @@ from lrctl.policies import rollout
 from lrctl.ppo import TrainConfig
 from lrctl.runs import Runs
 from lrctl.tasks import FAMILIES, RunSpec, Split, Task
-from tests.helpers import constant_policy, random_policy, tiny_regression
+from tests.helpers import config_from_cli, constant_policy, random_policy, tiny_regression
 from tests.test_export import _rewrite_meta
 from tests.test_layerwise import record_features
 
@@ -520,22 +520,12 @@ def test_train_config_feature_version(tmp_path: Path) -> None:
 
 def test_cli_feature_version_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """`lrctl train --feature-version 3` trains on features v3 (the config says so)."""
-    import lrctl.ppo
     from lrctl.cli import main
 
-    class Captured(Exception):
-        pass
-
-    def fake_train(cfg, run_dir, resume=False, progress_bar=True, extend_to=None):
-        raise Captured(cfg)
-
-    monkeypatch.setattr(lrctl.ppo, "train", fake_train)
-    with pytest.raises(Captured) as caught:
-        main(["train", "--feature-version", "3", "--run-dir", str(tmp_path / "r")])
-    assert caught.value.args[0].feature_version == 3
-    with pytest.raises(Captured) as caught:
-        main(["train", "--run-dir", str(tmp_path / "r2")])
-    assert caught.value.args[0].feature_version == 2
+    argv = ["train", "--feature-version", "3", "--run-dir", str(tmp_path / "r")]
+    assert config_from_cli(monkeypatch, argv).feature_version == 3
+    argv = ["train", "--run-dir", str(tmp_path / "r2")]
+    assert config_from_cli(monkeypatch, argv).feature_version == 2
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--feature-version {2,3}" in capsys.readouterr().out

@@ -13,6 +13,7 @@ from lrctl.errors import ConfigError, UsageError
 from lrctl.ppo import TrainConfig, make_training_env
 from lrctl.shocks import SHOCK_DECADES, SHOCK_WINDOW, draw_shocks, shock_multipliers
 from lrctl.tasks import load_suite
+from tests.helpers import config_from_cli
 
 ANCHORED = ActionSpec(mode="anchored", scale_time=0.25)
 
@@ -113,23 +114,11 @@ def test_bad_probabilities_and_unbatched_training_are_refused(tmp_path) -> None:
 def test_cli_lr_shock_flag_and_card_line(tmp_path, monkeypatch, capsys) -> None:
     """`lrctl train --lr-shock P` reaches the config; with --resume it is refused in one line
     (the run keeps its own config); the model card says what fraction was shocked."""
-    import lrctl.ppo
     from lrctl.card import _shock_text
     from lrctl.cli import main
 
-    class Captured(Exception):
-        pass
-
-    def fake_train(cfg, run_dir, resume=False, progress_bar=True, extend_to=None):
-        cfg.validate()
-        raise Captured(cfg)
-
-    monkeypatch.setattr(lrctl.ppo, "train", fake_train)
-    with pytest.raises(Captured) as caught:
-        main(
-            ["train", "--suite", "train_v1", "--lr-shock", "0.5", "--run-dir", str(tmp_path / "r")]
-        )
-    assert caught.value.args[0].lr_shock == 0.5
+    argv = ["train", "--suite", "train_v1", "--lr-shock", "0.5", "--run-dir", str(tmp_path / "r")]
+    assert config_from_cli(monkeypatch, argv).lr_shock == 0.5
     code = main(["train", "--resume", "--lr-shock", "0.5", "--run-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and "--lr-shock" in err and len(err.strip().splitlines()) == 1
