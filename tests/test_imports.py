@@ -177,7 +177,7 @@ LAYERS = {
     ),
     "RL": (
         "lrctl.episodes", "lrctl.shocks", "lrctl.env", "lrctl.batched_env", "lrctl.vec_concat",
-        "lrctl.policies", "lrctl.ppo", "lrctl.export", "lrctl.card",
+        "lrctl.policies", "lrctl.ppo", "lrctl.export", "lrctl.ensemble", "lrctl.card",
     ),
     "bench": ("lrctl.bench",),
     "faces": ("lrctl.demo", "lrctl.cli", "lrctl.integrations"),
