@@ -149,6 +149,15 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"provenance: {json.dumps(prov)}")
 
 
+def _cmd_ensemble(args: argparse.Namespace) -> None:
+    from lrctl.controller_file import load_controller, save_controller
+    from lrctl.ensemble import ensemble_weights
+
+    members = [load_controller(path) for path in args.controllers]
+    out = save_controller(ensemble_weights(members), args.output)
+    print(f"wrote {out}: the average of {len(members)} controllers' actions")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from lrctl.demo import run_demo
 
@@ -477,6 +486,20 @@ def build_parser() -> argparse.ArgumentParser:
         "controller", nargs="?", help="controller file (default: the shipped controller)"
     )
     p.set_defaults(func=_cmd_info, paths=(("controller", "controller", "read"),))
+
+    p = sub.add_parser(
+        "ensemble",
+        help="average several controllers (seeds of one configuration) into one file",
+        description=(
+            "Write one controller file whose action is the average of the given controllers' "
+            "actions (before the clip to [-1, 1]): one tanh MLP as wide as all of them together "
+            "(lrctl/ensemble.py). The controllers must share feature version, action spec and "
+            "depth, i.e. be seeds or checkpoints of one training configuration."
+        ),
+    )
+    p.add_argument("controllers", nargs="+", help="controller files (.safetensors), two or more")
+    p.add_argument("-o", "--output", required=True, help="controller file to write (.safetensors)")
+    p.set_defaults(func=_cmd_ensemble, paths=(("output", "--output", "write"),))
 
     p = sub.add_parser("demo", help="shipped controller vs cosine and Adam on a held-out task", description=(
         "Train one held-out task with the shipped controller (SGD-momentum and Adam), with "

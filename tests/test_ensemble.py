@@ -94,3 +94,20 @@ def test_members_of_different_configurations_are_refused() -> None:
     deeper.layers.insert(1, (torch.eye(8), torch.zeros(8)))
     with pytest.raises(UsageError, match="controller 1 has 3 layers, controller 0 2"):
         ensemble_weights([a, deeper])
+
+
+def test_cli_ensemble_writes_the_average_and_refuses_in_one_line(tmp_path, capsys) -> None:
+    from lrctl.cli import main
+
+    paths = [save_controller(w, tmp_path / f"m{i}.safetensors") for i, w in enumerate(_seeds(7, 8))]
+    out = tmp_path / "e.safetensors"
+    assert main(["ensemble", *map(str, paths), "-o", str(out)]) == 0
+    assert "the average of 2 controllers' actions" in capsys.readouterr().out
+    obs = _inside_every_clip(_seeds(7, 8))
+    np.testing.assert_allclose(
+        load_controller(out).act(obs), ensemble_act_reference(_seeds(7, 8), obs), atol=1e-5
+    )
+    assert main(["ensemble", str(paths[0]), "-o", str(tmp_path / "one.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "at least 2 controllers, got 1" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "one.safetensors").exists()
