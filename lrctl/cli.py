@@ -23,7 +23,7 @@ EXIT_USAGE = 2
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from lrctl.ppo import TrainConfig, train
+    from lrctl.ppo import TrainConfig, check_suites, train
 
     if args.resume:
         if args.run_dir is None:
@@ -69,9 +69,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = TrainConfig.from_dict(data, "command line")
-        from lrctl.tasks import load_suite
-
-        load_suite(cfg.suite), load_suite(cfg.eval_suite)  # fail fast on a bad suite
+        check_suites(cfg)  # fail fast on a bad suite, before the run folder
     # A default output path counts as given: main() reports an OSError on it in one line.
     args.run_dir = args.run_dir or f"runs/{_dt.datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(args.run_dir)

@@ -409,10 +409,29 @@ def _slot_split(cfg: TrainConfig) -> tuple[list[int], Suite | None, int, Suite |
     return sizes, batched, n_single, single
 
 
+def _check_shocks(cfg: TrainConfig, single: Suite | None) -> None:
+    """LR shocks need every slot batched: `single` is the part of the suite that is not."""
+    if cfg.lr_shock and single is not None:
+        raise ConfigError(
+            f"config field lr_shock: suite {cfg.suite!r} has families that do not batch "
+            f"({', '.join(single.family_names)}), and only batched populations draw shocks; "
+            "train on a suite whose families all batch (e.g. train_v1) or set lr_shock 0"
+        )
+
+
+def check_suites(cfg: TrainConfig) -> None:
+    """Load the config's suites and check they suit it, before a run folder is written: a
+    missing or malformed suite raises `SuiteError`, shocks on families that do not batch
+    `ConfigError`."""
+    load_suite(cfg.eval_suite)
+    _check_shocks(cfg, split_suite(load_suite(cfg.suite))[1])
+
+
 def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize:
     """The env slots (batched populations first, then single envs, in separate processes by
     default), monitored and normalised."""
     sizes, batched, n_single, single = _slot_split(cfg)
+    _check_shocks(cfg, single if n_single else None)
     parts: list[VecEnv] = [
         BatchedLRControlEnv(
             size,
@@ -425,12 +444,6 @@ def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize
         )
         for size in sizes
     ]
-    if n_single and cfg.lr_shock:
-        raise ConfigError(
-            f"config field lr_shock: suite {cfg.suite!r} has families that do not batch "
-            f"({', '.join(single.family_names)}), and only batched populations draw shocks; "
-            "train on a suite whose families all batch (e.g. train_v1) or set lr_shock 0"
-        )
     if n_single:
         parts.append(_single_envs(single, cfg, n_single, cfg.seed + sum(sizes), subprocess))
     venv = parts[0] if len(parts) == 1 else ConcatVecEnv(parts)
@@ -638,6 +651,7 @@ def train(
         raise UsageError(
             f"{run_dir}: a run already exists here; pass --resume to continue it or choose another --run-dir"
         )
+    check_suites(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         atomic_write_json(config_path, json.loads(cfg.to_json()))

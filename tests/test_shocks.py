@@ -122,6 +122,12 @@ def test_cli_lr_shock_flag_and_card_line(tmp_path, monkeypatch, capsys) -> None:
     code = main(["train", "--resume", "--lr-shock", "0.5", "--run-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and "--lr-shock" in err and len(err.strip().splitlines()) == 1
+    code = main(
+        ["train", "--suite", "train", "--lr-shock", "0.5", "--run-dir", str(tmp_path / "v2")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "families that do not batch" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "v2").exists()  # refused before the run folder is written
     assert _shock_text({"lr_shock": 0.0}) == ""
     assert _shock_text({"lr_shock": 0.5}) == (
         ", 50% of its episodes shocked (from a random step on, the LR off by a hidden factor "
