@@ -144,6 +144,14 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"layers: {[tuple(wt.shape) for wt, _ in w.layers]}")
     prov = dict(w.provenance)
     prov.pop("config", None)
+    if "ensemble_of" in prov:  # one line per member: its seed, budget and checkpoint
+        prov["ensemble_of"] = [
+            {
+                "seed": m.get("config", {}).get("seed"),
+                **{k: m[k] for k in ("timesteps", "checkpoint", "exported") if k in m},
+            }
+            for m in prov["ensemble_of"]
+        ]
     print(f"provenance: {json.dumps(prov)}")
 
 

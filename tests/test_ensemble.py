@@ -107,6 +107,9 @@ def test_cli_ensemble_writes_the_average_and_refuses_in_one_line(tmp_path, capsy
     np.testing.assert_allclose(
         load_controller(out).act(obs), ensemble_act_reference(_seeds(7, 8), obs), atol=1e-5
     )
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "layers: [(16, 13), (1, 16)]" in info and '"ensemble_of": [{' in info
     assert main(["ensemble", str(paths[0]), "-o", str(tmp_path / "one.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "at least 2 controllers, got 1" in err and len(err.strip().splitlines()) == 1
