@@ -64,6 +64,7 @@ def ensemble_weights(members: Sequence[ControllerWeights]) -> ControllerWeights:
     m = len(members)
     layers: list[tuple[torch.Tensor, torch.Tensor]] = []
     n_layers = len(members[0].layers)
+    last = n_layers - 1
     for i in range(n_layers):
         ws = [w.layers[i][0].double() for w in members]
         bs = [w.layers[i][1].double() for w in members]
@@ -72,13 +73,13 @@ def ensemble_weights(members: Sequence[ControllerWeights]) -> ControllerWeights:
             pairs = zip(ws, bs, members, std, strict=True)
             bs = [b - wt @ (w.obs_mean.double() / s) for wt, b, w, s in pairs]
             ws = [wt / s for wt, s in zip(ws, std, strict=True)]
+        if i == last:  # the heads, averaged (over the shared input of a linear policy)
+            weight = (torch.stack(ws).sum(0) if i == 0 else torch.cat(ws, dim=1)) / m
+            bias = torch.stack(bs).mean(0)
+        elif i == 0:  # the members' first layers side by side, all reading the input
             weight, bias = torch.cat(ws), torch.cat(bs)
-        elif i < n_layers - 1:
+        else:  # member j's block reads only member j's units
             weight, bias = torch.block_diag(*ws), torch.cat(bs)
-        else:  # the heads, averaged
-            weight, bias = torch.cat(ws, dim=1) / m, torch.stack(bs).sum(0) / m
-        if n_layers == 1:  # a linear policy: normalisation folded, heads averaged
-            weight, bias = torch.stack(ws).sum(0) / m, torch.stack(bs).sum(0) / m
         layers.append((weight.float(), bias.float()))
     first = members[0]
     dim = first.obs_mean.shape[0]
