@@ -17,8 +17,8 @@ where `factor` is what the decisions move, kept inside `lr_band`:
   re-applied every step, and each decision sets factor = scale * exp(alpha * a): a bounded
   residual around the schedule, so "no change" is a good schedule. With `scale_time` > 0 a slow
   scale term integrates the actions (log scale += beta * a per decision, beta such that a run
-  of constant a = 1 crosses `scale_band` in `scale_time` of the run), able to rescue a base LR
-  off by up to `scale_band`.
+  of constant a = 1 crosses `scale_band` in `scale_time` of the run, and in no fewer than
+  `scale_min_decisions` decisions), able to rescue a base LR off by up to `scale_band`.
 
 The observation's log_lr_ratio is log(factor) in both modes: the controller's own deviation.
 """
@@ -76,6 +76,10 @@ class ActionSpec:
     a = 1 (0: no scale term)."""
     scale_band: tuple[float, float] = (0.1, 10.0)
     """Anchored: the range of the slow scale term."""
+    scale_min_decisions: int = 1
+    """Anchored: the fewest decisions in which the scale term may cross `scale_band`, whatever
+    the run's length. With 1 (files from before this field) a run of 4 decisions crosses the
+    whole band in one, and one bad decision moves the LR 100x."""
 
     def __post_init__(self) -> None:
         if self.interval < 1:
@@ -99,6 +103,11 @@ class ActionSpec:
         slo, shi = self.scale_band
         if not (0 < slo <= 1 <= shi < math.inf):
             raise UsageError(f"scale_band must satisfy 0 < low <= 1 <= high, got {self.scale_band}")
+        if int(self.scale_min_decisions) != self.scale_min_decisions or self.scale_min_decisions < 1:
+            raise UsageError(
+                f"scale_min_decisions must be a whole number >= 1, got {self.scale_min_decisions}"
+            )
+        object.__setattr__(self, "scale_min_decisions", int(self.scale_min_decisions))
 
     @property
     def anchored(self) -> bool:
@@ -115,7 +124,9 @@ class ActionSpec:
         """beta: the slow scale term's log-step per decision at a = 1 (0 when off)."""
         if not self.anchored or self.scale_time == 0:
             return 0.0 if np.ndim(total_steps) == 0 else np.zeros(np.shape(total_steps))
-        decisions = np.maximum(self.scale_time * np.asarray(total_steps) / self.interval, 1.0)
+        decisions = np.maximum(
+            self.scale_time * np.asarray(total_steps) / self.interval, float(self.scale_min_decisions)
+        )
         width = math.log(self.scale_band[1] / self.scale_band[0])
         beta = width / decisions
         return float(beta) if np.ndim(beta) == 0 else beta
@@ -203,4 +214,5 @@ class ActionSpec:
             float(d.get("residual", 1.0)),
             float(d.get("scale_time", 0.0)),
             tuple(map(float, d.get("scale_band", (0.1, 10.0)))),
+            int(d.get("scale_min_decisions", 1)),  # absent before the floor: one decision
         )

@@ -97,6 +97,8 @@ def _action_line(cfg: dict) -> str:
                 f", times a slow scale term in [{lo}, {hi}] that can cross its range in "
                 f"{cfg['scale_time']:.0%} of a run"
             )
+            if cfg.get("scale_min_decisions", 1) > 1:
+                scale += f" and in no fewer than {cfg['scale_min_decisions']} decisions"
         return (
             f"A PPO policy that sets the learning rate every {cfg['interval']} optimizer steps to "
             f"cosine annealing from the base LR times exp({cfg['residual']} x a), a in [-1, 1]"

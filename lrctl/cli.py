@@ -41,6 +41,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
                 ("--relative-reward", args.relative_reward or None),
                 ("--feature-version", args.feature_version),
                 ("--scale-time", args.scale_time),
+                ("--scale-min-decisions", args.scale_min_decisions),
                 ("--lr-shock", args.lr_shock),
             )
             if value is not None
@@ -65,6 +66,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "relative_reward": True if args.relative_reward else None,
             "feature_version": args.feature_version,
             "scale_time": args.scale_time,
+            "scale_min_decisions": args.scale_min_decisions,
             "lr_shock": args.lr_shock,
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
@@ -402,6 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="anchored only: add the slow scale term, which integrates the actions so that a "
         "run of constant a = 1 crosses the scale band (0.1x-10x) in the fraction F of a run; it "
         "can rescue a base LR off by up to 10x (TrainConfig.scale_time; 0, the default: off)",
+    )
+    p.add_argument(
+        "--scale-min-decisions",
+        type=int,
+        metavar="N",
+        help="with --scale-time: the scale term crosses its band in no fewer than N decisions, "
+        "however short the run, so that one decision of a short run cannot move the LR 100x "
+        "(TrainConfig.scale_min_decisions; 1, the default: no floor)",
     )
     p.add_argument(
         "--lr-shock",

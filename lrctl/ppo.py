@@ -65,7 +65,7 @@ from lrctl.shocks import check_probability
 from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
-CONFIG_VERSION = 5
+CONFIG_VERSION = 6
 """The config format this code writes; older ones are migrated one version at a time
 (`MIGRATIONS`), newer ones refused."""
 
@@ -116,6 +116,10 @@ class TrainConfig:
     no scale term)."""
     scale_band: tuple[float, float] = (0.1, 10.0)
     """Anchored: the range of the slow scale term."""
+    scale_min_decisions: int = 1
+    """Anchored: the fewest decisions in which the scale term may cross `scale_band`, however
+    short the run (1: a run of four decisions may cross it in one). Configs before version 6
+    had no floor (1)."""
     relative_reward: bool = False
     """Reward each block's improvement minus that of a reference run (the same spec and seed
     under cosine from the same base LR, trained alongside: twice the inner steps), so that
@@ -161,7 +165,7 @@ class TrainConfig:
     eval_episodes: int = 8
     """Episodes per evaluation (fixed seeds, deterministic policy)."""
     version: int = CONFIG_VERSION
-    """Config format version: 0 (a file without the field) to 5 (see `MIGRATIONS`)."""
+    """Config format version: 0 (a file without the field) to 6 (see `MIGRATIONS`)."""
 
     @property
     def action_spec(self) -> ActionSpec:
@@ -174,6 +178,7 @@ class TrainConfig:
             self.residual,
             self.scale_time,
             tuple(self.scale_band),
+            self.scale_min_decisions,
         )
 
     def resolved_n_envs(self) -> int:
@@ -216,6 +221,11 @@ class TrainConfig:
             raise ConfigError(
                 "config field scale_time: the slow scale term is part of the anchored action; "
                 'set action_mode "anchored" (--action-mode anchored) or scale_time 0'
+            )
+        if self.scale_min_decisions != 1 and not self.scale_time:
+            raise ConfigError(
+                "config field scale_min_decisions: it slows the slow scale term, which is off "
+                "(scale_time 0); set scale_time > 0 (--scale-time F) or scale_min_decisions 1"
             )
         if self.lr_shock and not self.batched:
             raise ConfigError(
@@ -341,12 +351,19 @@ def _v4_to_v5(data: dict) -> dict:
     return data
 
 
+def _v5_to_v6(data: dict) -> dict:
+    """Version 6 added `scale_min_decisions`; a version-5 config had no floor (1)."""
+    data.setdefault("scale_min_decisions", 1)
+    return data
+
+
 MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v0_to_v1,
     _v1_to_v2,
     _v2_to_v3,
     _v3_to_v4,
     _v4_to_v5,
+    _v5_to_v6,
 )
 """`MIGRATIONS[n]` turns the fields of a version-n config into those of version n + 1; a config
 is migrated by each from its own version on. A format change bumps `CONFIG_VERSION` and adds

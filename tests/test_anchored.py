@@ -55,6 +55,58 @@ def test_decision_table_without_and_with_the_scale_term() -> None:
     assert s == pytest.approx(math.log(0.1)) and f == pytest.approx(0.1 * math.exp(-0.5))
 
 
+def test_scale_floor_slows_the_scale_term_on_short_runs_only() -> None:
+    """scale_min_decisions = N: the scale term crosses its band in no fewer than N decisions.
+    A 40-step run (4 decisions, 25% of it is one) crosses it in one decision without the floor
+    (the step that made a 40-step run's LR jump 100x) and in 10 with it; a long run, whose own
+    crossing takes more than 10 decisions, is unchanged."""
+    floored = replace(WITH_SCALE, scale_min_decisions=10)
+    width = math.log(100.0)
+    assert WITH_SCALE.scale_step(40) == pytest.approx(width)
+    assert floored.scale_step(40) == pytest.approx(width / 10)
+    assert floored.scale_step(1000) == WITH_SCALE.scale_step(1000) == pytest.approx(width / 25)
+    f, s = floored.decide(1.0, 0.0, 1.0, 40)
+    assert s == pytest.approx(width / 10) and f == pytest.approx(math.exp(width / 10 + 0.5))
+    vf, vs = floored.decide(np.ones(2), np.zeros(2), np.array([1.0, 1.0]), np.array([40, 1000]))
+    assert vs == pytest.approx([width / 10, width / 25])
+    assert ActionSpec.from_dict(floored.to_dict()) == floored
+    old = WITH_SCALE.to_dict()
+    del old["scale_min_decisions"]  # a file from before the floor: none
+    assert ActionSpec.from_dict(old) == WITH_SCALE and WITH_SCALE.scale_min_decisions == 1
+    for bad in (0, 2.5):
+        with pytest.raises(UsageError, match="scale_min_decisions must be a whole number >= 1"):
+            replace(WITH_SCALE, scale_min_decisions=bad)
+
+
+def test_cli_scale_floor_flag(tmp_path, monkeypatch, capsys) -> None:
+    """`--scale-min-decisions N` reaches the action; without the scale term it is refused in
+    one line before anything is written; a version-5 config reads as no floor."""
+    import json
+
+    from lrctl.cli import main
+    from lrctl.ppo import TrainConfig
+
+    argv = ["train", "--action-mode", "anchored", "--scale-time", "0.25"]
+    cfg = config_from_cli(
+        monkeypatch, [*argv, "--scale-min-decisions", "10", "--run-dir", str(tmp_path / "r")]
+    )
+    assert cfg.scale_min_decisions == 10 and cfg.action_spec.scale_step(40) == pytest.approx(
+        math.log(100) / 10
+    )
+    bad = ["train", "--action-mode", "anchored", "--scale-min-decisions", "10"]
+    assert main([*bad, "--run-dir", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert "scale_min_decisions" in err and "scale_time" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r2").exists()
+    path = tmp_path / "v5.json"
+    path.write_text(json.dumps({"version": 5, "action_mode": "anchored", "scale_time": 0.25}))
+    assert TrainConfig.load(path).scale_min_decisions == 1
+    from lrctl.card import _action_line
+
+    line = _action_line(json.loads(cfg.to_json()))
+    assert "cross its range in 25% of a run and in no fewer than 10 decisions" in line
+
+
 def test_vectorised_decision_equals_the_scalar_one() -> None:
     actions = np.array([1.0, -0.3, 0.0, 0.8])
     f, s = WITH_SCALE.decide(np.ones(4), np.zeros(4), actions, np.array([100, 400, 1000, 5000]))
