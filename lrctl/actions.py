@@ -103,7 +103,10 @@ class ActionSpec:
         slo, shi = self.scale_band
         if not (0 < slo <= 1 <= shi < math.inf):
             raise UsageError(f"scale_band must satisfy 0 < low <= 1 <= high, got {self.scale_band}")
-        if int(self.scale_min_decisions) != self.scale_min_decisions or self.scale_min_decisions < 1:
+        if (
+            int(self.scale_min_decisions) != self.scale_min_decisions
+            or self.scale_min_decisions < 1
+        ):
             raise UsageError(
                 f"scale_min_decisions must be a whole number >= 1, got {self.scale_min_decisions}"
             )
@@ -125,7 +128,8 @@ class ActionSpec:
         if not self.anchored or self.scale_time == 0:
             return 0.0 if np.ndim(total_steps) == 0 else np.zeros(np.shape(total_steps))
         decisions = np.maximum(
-            self.scale_time * np.asarray(total_steps) / self.interval, float(self.scale_min_decisions)
+            self.scale_time * np.asarray(total_steps) / self.interval,
+            float(self.scale_min_decisions),
         )
         width = math.log(self.scale_band[1] / self.scale_band[0])
         beta = width / decisions

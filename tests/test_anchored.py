@@ -69,6 +69,7 @@ def test_scale_floor_slows_the_scale_term_on_short_runs_only() -> None:
     assert s == pytest.approx(width / 10) and f == pytest.approx(math.exp(width / 10 + 0.5))
     vf, vs = floored.decide(np.ones(2), np.zeros(2), np.array([1.0, 1.0]), np.array([40, 1000]))
     assert vs == pytest.approx([width / 10, width / 25])
+    assert vf == pytest.approx(np.exp(vs + 0.5))
     assert ActionSpec.from_dict(floored.to_dict()) == floored
     old = WITH_SCALE.to_dict()
     del old["scale_min_decisions"]  # a file from before the floor: none
@@ -96,7 +97,9 @@ def test_cli_scale_floor_flag(tmp_path, monkeypatch, capsys) -> None:
     bad = ["train", "--action-mode", "anchored", "--scale-min-decisions", "10"]
     assert main([*bad, "--run-dir", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
-    assert "scale_min_decisions" in err and "scale_time" in err and len(err.strip().splitlines()) == 1
+    assert (
+        "scale_min_decisions" in err and "scale_time" in err and len(err.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "r2").exists()
     path = tmp_path / "v5.json"
     path.write_text(json.dumps({"version": 5, "action_mode": "anchored", "scale_time": 0.25}))
