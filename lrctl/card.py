@@ -111,6 +111,19 @@ def _action_line(cfg: dict) -> str:
     )
 
 
+def _action_line_of_file(cfg: dict, controller_file: Path) -> str:
+    """`_action_line` of the action the file acts with: a scale floor set at export
+    (`lrctl export --scale-min-decisions`) is stated as such."""
+    from lrctl.controller_file import load_controller
+
+    floor = load_controller(controller_file).action_spec.scale_min_decisions
+    trained = cfg.get("scale_min_decisions", 1)
+    if floor == trained:
+        return _action_line(cfg)
+    line = _action_line({**cfg, "scale_min_decisions": floor}).removesuffix(",")
+    return f"{line} (the floor of {floor} decisions set at export; it trained with {trained}),"
+
+
 def _shock_text(cfg: dict) -> str:
     """The training episodes' LR shocks (`lrctl.shocks`), if the run had any."""
     p = cfg.get("lr_shock", 0.0)
@@ -165,7 +178,7 @@ def write_card(
     envs = _envs_line(cfg)
     text = f"""# lrctl default controller
 
-{_action_line(cfg)}
+{_action_line_of_file(cfg, controller_file)}
 from the scale-free features of `lrctl/features.py` (version in the file's metadata).
 
 - File: `{controller_file.name}` (safetensors, no pickle; `lrctl info {controller_file}`)

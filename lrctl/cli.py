@@ -112,7 +112,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
         if not args.card:
             raise UsageError("--bench only makes sense with --card")
         check_bench_dir(Path(args.bench))  # before writing anything
-    out = export_run(args.run, args.output)
+    out = export_run(args.run, args.output, args.scale_min_decisions)
     print(f"wrote {out}")
     if args.card:
         import shutil
@@ -124,9 +124,14 @@ def _cmd_export(args: argparse.Namespace) -> None:
         config = Path(args.output).parent / "config.json"
         if not config.exists():  # the card folder keeps the config it was trained with
             shutil.copyfile(run / "config.json", config)
+        floor = (
+            f" --scale-min-decisions {args.scale_min_decisions}"
+            if args.scale_min_decisions is not None
+            else ""
+        )
         command = (
             f"lrctl train --config {config} --run-dir {run}\n"
-            f"lrctl export {args.run} -o {args.output} --card"
+            f"lrctl export {args.run} -o {args.output}{floor} --card"
         )
         card = write_card(run, out, command, args.bench, model)
         print(f"wrote {card} and training_curve.png")
@@ -483,6 +488,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--bench",
         metavar="DIR",
         help="with --card: include the quality bar and summary `lrctl bench` wrote in DIR",
+    )
+    p.add_argument(
+        "--scale-min-decisions",
+        type=int,
+        metavar="N",
+        help="write the file with the scale term's floor N (ActionSpec.scale_min_decisions) "
+        "whatever the run trained with: the scale term then crosses its band in no fewer than "
+        "N decisions, so a short run's LR cannot jump 100x in one decision; recorded in the "
+        "file's provenance",
     )
     p.set_defaults(
         func=_cmd_export,

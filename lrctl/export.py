@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -74,9 +75,14 @@ def run_and_model(path: Path) -> tuple[Path, Path]:
     )
 
 
-def export_run(run_dir: str | Path, out: str | Path) -> Path:
+def export_run(
+    run_dir: str | Path, out: str | Path, scale_min_decisions: int | None = None
+) -> Path:
     """Export a run's final model (or its latest checkpoint), or the checkpoint folder
-    `run_dir` names (RUN/checkpoints/step-N), to a controller file."""
+    `run_dir` names (RUN/checkpoints/step-N), to a controller file.
+
+    `scale_min_decisions` sets the scale term's floor (`ActionSpec.scale_min_decisions`) in
+    the file, for a policy trained without one (or with another): the provenance says so."""
     run_dir, folder = run_and_model(Path(run_dir))
     cfg = TrainConfig.load(run_dir / "config.json")
     model = PPO.load(folder / "model.zip", device="cpu")
@@ -93,4 +99,31 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
         "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "lrctl_version": __version__,
     }
-    return save_controller(weights_from_model(model, vecnormalize, cfg, provenance), out)
+    weights = weights_from_model(model, vecnormalize, cfg, provenance)
+    if scale_min_decisions is not None and scale_min_decisions != cfg.scale_min_decisions:
+        weights = with_scale_floor(weights, scale_min_decisions, cfg.scale_min_decisions)
+    return save_controller(weights, out)
+
+
+def with_scale_floor(
+    weights: ControllerWeights, scale_min_decisions: int, trained_with: int
+) -> ControllerWeights:
+    """`weights` acting with the scale floor `scale_min_decisions` (refused for a controller
+    without the scale term, where it would do nothing), the change noted in the provenance."""
+    spec = weights.action_spec
+    if not (spec.anchored and spec.scale_time > 0):
+        raise UsageError(
+            "--scale-min-decisions: this controller has no slow scale term (it was trained "
+            "without --scale-time), so a floor on it would change nothing; drop the option"
+        )
+    try:
+        spec = replace(spec, scale_min_decisions=scale_min_decisions)
+    except UsageError as exc:
+        raise UsageError(f"--scale-min-decisions: {exc}") from None
+    note = (
+        f"scale_min_decisions set to {scale_min_decisions} at export; the policy trained with "
+        f"{trained_with}"
+    )
+    return replace(
+        weights, action_spec=spec, provenance={**weights.provenance, "after_training": note}
+    )

@@ -174,3 +174,47 @@ def test_feature_v1_files_read_every_steps_gradient_norm() -> None:
         ActionSpec(7, 2.0, (0.1, 10.0), grad_norm_steps=7)
     )
     assert ActionSpec(interval=3, grad_norm_steps=5).grad_norm_steps == 3  # capped at K
+
+
+def test_export_with_a_scale_floor(trained_run, tmp_path, capsys):
+    """`export_run(..., scale_min_decisions=N)` (`lrctl export --scale-min-decisions N`): the
+    file acts with the floor, the provenance and the card's action line say it was set at
+    export; a controller without the scale term is refused in one line, and nothing is written."""
+    import shutil
+
+    from lrctl.card import _action_line_of_file
+    from lrctl.cli import main
+
+    run, _, _ = trained_run
+    anchored = tmp_path / "anchored"
+    shutil.copytree(run, anchored)
+    cfg = TrainConfig(action_mode="anchored", scale_time=0.25)
+    (anchored / "config.json").write_text(cfg.to_json())
+    plain = export_run(anchored, tmp_path / "plain.safetensors")
+    floored = export_run(anchored, tmp_path / "floored.safetensors", scale_min_decisions=10)
+    a, b = load_controller(plain), load_controller(floored)
+    assert a.action_spec.scale_min_decisions == 1 and b.action_spec.scale_min_decisions == 10
+    assert b.action_spec.scale_step(40) == pytest.approx(np.log(100) / 10)
+    pairs = zip(a.layers, b.layers, strict=True)
+    assert all(torch.equal(x, y) for la, lb in pairs for x, y in zip(la, lb, strict=True))
+    assert "after_training" not in a.provenance
+    assert b.provenance["after_training"] == (
+        "scale_min_decisions set to 10 at export; the policy trained with 1"
+    )
+    cfg_dict = json.loads(cfg.to_json())
+    assert _action_line_of_file(cfg_dict, plain).endswith("x the cosine value,")
+    assert _action_line_of_file(cfg_dict, floored).endswith(
+        "in 25% of a run and in no fewer than 10 decisions, re-anchored every step and kept "
+        "within [0.001, 30.0] x the cosine value (the floor of 10 decisions set at export; it "
+        "trained with 1),"
+    )
+
+    out = tmp_path / "recursive.safetensors"
+    code = main(["export", str(run), "-o", str(out), "--scale-min-decisions", "10"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no slow scale term" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    code = main(["export", str(anchored), "-o", str(out), "--scale-min-decisions", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "scale_min_decisions must be a whole number >= 1" in err
+    assert not out.exists()
