@@ -416,7 +416,8 @@ V3_RECURSIVE = Path(__file__).resolve().parent / "data" / "controller_v3_recursi
 # LRs of tiny_regression under controller v3 (features v2) and a v1 copy of it (the same
 # weights, feature version 1: G = K), every 10th step (one per decision), recorded with lrctl
 # before features v3 existed. On the machine they were recorded on they are reproduced
-# exactly; the tolerance only allows other CPUs' float32 kernels.
+# exactly; the tolerance only allows other CPUs' float32 kernels (an Intel Xeon differs by up
+# to 1.1e-6 relative after 80 steps; a changed decision would move them by percents).
 BEFORE_V3 = {
     ("v2", "momentum"): [0.025, 0.0183256105394009, 0.020509703430208588, 0.02863773644831862, 0.04303105352061476, 0.05331259934646552, 0.07460586053411801, 0.10345231938379335],
     ("v2", "adam"): [0.0041652241839641975, 0.00474807920254581, 0.004589897846936085, 0.003965827862508826, 0.003241421109411418, 0.0026546052442832646, 0.002254169937913986, 0.0019870295976214796],
@@ -452,7 +453,7 @@ def test_v1_and_v2_files_act_as_before(tmp_path: Path, version: str, optimizer: 
         opt.step()
         sched.step(loss)
         lrs.append(opt.param_groups[0]["lr"])
-    assert lrs[9::10] == pytest.approx(BEFORE_V3[version, optimizer], rel=1e-6, abs=0)
+    assert lrs[9::10] == pytest.approx(BEFORE_V3[version, optimizer], rel=1e-5, abs=0)
 
 
 # --- files, configs, command line, distributed -----------------------------------------------
