@@ -64,8 +64,13 @@ def make_loop(family: str, steps: int, arch: dict[str, int]):
     idx = torch.randint(0, len(task.train), (steps, spec.batch_size), generator=g)
     batches = [(task.train.x[i], task.train.y[i]) for i in idx]
 
-    def run(scheduler: str, controller: str | ControllerWeights | None) -> tuple[float, float]:
-        """(loop time, time inside optimizer.step() and the scheduler's step) in seconds."""
+    def run(
+        scheduler: str,
+        controller: str | ControllerWeights | None,
+        per_step: list[float] | None = None,
+    ) -> tuple[float, float]:
+        """(loop time, time inside optimizer.step() and the scheduler's step) in seconds; each
+        step's time inside them is appended to `per_step` if given."""
         torch.manual_seed(0)
         model = task.model_fn()
         opt = torch.optim.SGD(model.parameters(), lr=spec.base_lr, momentum=0.9)
@@ -85,7 +90,10 @@ def make_loop(family: str, steps: int, arch: dict[str, int]):
             t0 = clock()
             opt.step()
             step(loss)
-            inside += clock() - t0
+            dt = clock() - t0
+            inside += dt
+            if per_step is not None:
+                per_step.append(dt)
         return clock() - start, inside
 
     return spec, run
