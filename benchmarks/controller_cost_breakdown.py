@@ -25,7 +25,7 @@ import torch
 from controller_overhead import CASES, make_loop
 
 from lrctl.controller import LRController
-from lrctl.controller_file import ControllerWeights, load_controller
+from lrctl.controller_file import ControllerFileError, ControllerWeights, load_controller
 from lrctl.features import FeatureTracker
 from lrctl.last_steps import LastSteps
 from lrctl.resources import DEFAULT_CONTROLLER, data_path
@@ -94,7 +94,10 @@ def main() -> None:
     parser.add_argument("--family", choices=[c[0] for c in CASES], default="digits_mlp")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    weights = load_controller(args.controller or data_path(DEFAULT_CONTROLLER))
+    try:
+        weights = load_controller(args.controller or data_path(DEFAULT_CONTROLLER))
+    except ControllerFileError as err:
+        parser.error(str(err))  # a clear message and exit 2, no traceback
     interval = weights.action_spec.interval
     family, steps, arch = next(c for c in CASES if c[0] == args.family)
     per_call(weights, family, steps, arch)  # warm-up

@@ -27,7 +27,7 @@ import time
 import torch
 
 from lrctl.controller import LRController
-from lrctl.controller_file import ControllerWeights, load_controller
+from lrctl.controller_file import ControllerFileError, ControllerWeights, load_controller
 from lrctl.features import obs_dim
 from lrctl.resources import DEFAULT_CONTROLLER, data_path
 from lrctl.tasks import FAMILIES
@@ -113,7 +113,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    weights = load_controller(args.controller or data_path(DEFAULT_CONTROLLER))
+    try:
+        weights = load_controller(args.controller or data_path(DEFAULT_CONTROLLER))
+    except ControllerFileError as err:
+        parser.error(str(err))  # a clear message and exit 2, no traceback
     controllers = {f"controller (features v{weights.feature_version})": weights}
     if args.with_v3 and weights.feature_version < 3:
         controllers["controller (features v3)"] = widened_to_v3(weights)
