@@ -7,6 +7,12 @@ reaction to the run), and the controller's final validation loss over its replay
 seed (the replay runs the controller's mean LR curve as a fixed schedule; < 1: the controller
 did better). Used to read G5 ("beats its own replay") in agents/default/iterations.md.
 
+And how far the controller moves from cosine annealing at the same base LR (the anchor of
+anchored controllers): `climb_first_third` and `climb_run`, the mean of log(LR / cosine's LR)
+over the first third of the run and over its first 90% (the anchor nears 0 after that), in
+the mean over seeds, as a factor (exp of the mean log): 1 is cosine itself, 3 a run that sits
+at 3x cosine. It says whether a controller raises the user's LR on a task where that pays.
+
     .venv/bin/python benchmarks/replay_reaction.py results/val
 """
 
@@ -17,6 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from lrctl.actions import cosine_anchor
+
+
+def log_climb(lr: np.ndarray, base_lr: float) -> np.ndarray:
+    """log(LR / cosine's LR from `base_lr` over the curve's length), per step."""
+    n = len(lr)
+    return np.log(lr) - np.log(base_lr * cosine_anchor(np.arange(n), n))
 
 
 def reaction_table(folder: Path) -> pd.DataFrame:
@@ -36,6 +50,9 @@ def reaction_table(folder: Path) -> pd.DataFrame:
         ]
         n = min(map(len, curves))
         spread = float(np.stack([c[:n] for c in curves]).std(0)[: int(0.9 * n)].mean())
+        climbs = np.stack(
+            [log_climb(np.exp(c[:n]), b) for c, b in zip(curves, group.base_lr, strict=True)]
+        ).mean(0)
         replay = runs[
             (runs.method == f"controller_replay_{opt}")
             & (runs.task == task)
@@ -48,6 +65,8 @@ def reaction_table(folder: Path) -> pd.DataFrame:
                 "task": task,
                 "optimizer": opt,
                 "log_lr_spread": round(spread, 3),
+                "climb_first_third": round(float(np.exp(climbs[: max(1, n // 3)].mean())), 2),
+                "climb_run": round(float(np.exp(climbs[: int(0.9 * n)].mean())), 2),
                 "vs_replay": " ".join(f"{x:.3f}" for x in ratios),
                 "wins": int((ratios < 1).sum()),
                 "seeds": len(ratios),
