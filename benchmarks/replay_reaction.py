@@ -27,10 +27,10 @@ import pandas as pd
 from lrctl.actions import cosine_anchor
 
 
-def log_climb(lr: np.ndarray, base_lr: float) -> np.ndarray:
-    """log(LR / cosine's LR from `base_lr` over the curve's length), per step."""
-    n = len(lr)
-    return np.log(lr) - np.log(base_lr * cosine_anchor(np.arange(n), n))
+def log_climb(log_lr: np.ndarray, base_lr: float) -> np.ndarray:
+    """log(LR / cosine's LR from `base_lr` over the curve's length), per step, from log(LR)."""
+    n = len(log_lr)
+    return log_lr - np.log(base_lr * cosine_anchor(np.arange(n), n))
 
 
 def reaction_table(folder: Path) -> pd.DataFrame:
@@ -51,7 +51,7 @@ def reaction_table(folder: Path) -> pd.DataFrame:
         n = min(map(len, curves))
         spread = float(np.stack([c[:n] for c in curves]).std(0)[: int(0.9 * n)].mean())
         climbs = np.stack(
-            [log_climb(np.exp(c[:n]), b) for c, b in zip(curves, group.base_lr, strict=True)]
+            [log_climb(c[:n], b) for c, b in zip(curves, group.base_lr, strict=True)]
         ).mean(0)
         replay = runs[
             (runs.method == f"controller_replay_{opt}")
