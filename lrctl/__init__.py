@@ -3,9 +3,9 @@
 `from lrctl import LRController` needs torch and numpy only. When gymnasium is installed,
 importing lrctl also registers the environment `lrctl/LRControl-v1` (the env module itself is
 imported only when the env is made). The id's version follows the observation: v1 observes
-features v2 (`lrctl.features.FEATURE_VERSION`) by default, and features v3 when made with
-`feature_version=3`; a policy trained on one version's observations is not valid on another's. `lrctl/LRControl-v0`, the features-v1 env, stays registered only to
-say so when made.
+features v2 (`lrctl.features.FEATURE_VERSION`) by default, and features v3 or v4 when made with
+`feature_version=3` or `4`; a policy trained on one version's observations is not valid on
+another's. `lrctl/LRControl-v0`, the features-v1 env, stays registered only to say so when made.
 """
 
 from __future__ import annotations

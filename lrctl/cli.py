@@ -436,11 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--feature-version",
         type=int,
-        choices=(2, 3),
+        choices=(2, 3, 4),
         help="the observation's feature version (lrctl/features.py; TrainConfig.feature_version; "
         "stored in the exported controller file): 2, the 13 loss, gradient-norm, LR and progress "
         "features (default); 3, those plus the last update's size relative to the parameters "
-        "and the cosine of each block's last two gradients",
+        "and the cosine of each block's last two gradients; 4, version 3 plus a slow average of "
+        "that cosine",
     )
     p.add_argument(
         "--timesteps",

@@ -64,8 +64,8 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
     `Box(-10, 10, (D,), float32)`, the features of the block of K steps just run
     (`lrctl.features.feature_names(feature_version)`): D = 13 with features version 2 (the
-    default), rows 0-12 below; D = 15 with version 3, all rows. "loss" of a block is the mean
-    of its per-step log training losses.
+    default), rows 0-12 below; D = 15 with version 3, rows 0-14; D = 16 with version 4, all
+    rows. "loss" of a block is the mean of its per-step log training losses.
 
     {observation_table}
 
@@ -127,7 +127,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     (`lrctl.param_groups.layer_param_groups`: each module owning parameters, e.g. a Linear,
     conv, GRU or embedding), all at the base LR, and every group gets its own decision. The
     observation is `[n_groups, D]`: row g holds the features above with the gradient-norm
-    features (7-9, and version 3's 13-14) computed from group g's parameters only and
+    features (7-9, and versions 3 and 4's 13-15) computed from group g's parameters only and
     log_lr_ratio its own; the loss features are the same in every row (there is one loss). The action is `[n_groups]` (or
     `(1,)`, applied to every group), each mapped as above onto its group's LR. Rewards,
     starting state and episode end are unchanged; `info` adds `lrs` (every group's LR).
@@ -146,7 +146,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
     - v1: features v2: the gradient norms of the last G = `action_spec.grad_norm_steps` steps
       of each block only (default 2). `per_group=True`: layer-wise control (evaluation only).
-      `feature_version=3`: features v3 on request (the default observation is unchanged).
+      `feature_version=3` or `4`: features v3 or v4 on request (the default observation is unchanged).
     - v0: first version (features v1, K = 10, m_max = 2, band [1e-3, 30], B = 7). Making
       `lrctl/LRControl-v0` now raises an error that points to v1.
     """

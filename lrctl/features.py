@@ -16,7 +16,7 @@ parameters and the agreement of successive gradients. All are clipped to [-CLIP,
 non-finite inputs never produce non-finite features. Which version a run observes is chosen
 when it is trained (`TrainConfig.feature_version`) and recorded in its controller file; the
 runtime computes the version its file says. Version 3 is the 13 features of version 2, in the
-same order and with the same arithmetic, plus rows 13 and 14.
+same order and with the same arithmetic, plus rows 13 and 14; version 4 is version 3 plus row 15.
 
 | index | name            | meaning                                                        | range     |
 | ----- | --------------- | -------------------------------------------------------------- | --------- |
@@ -35,6 +35,7 @@ same order and with the same arithmetic, plus rows 13 and 14.
 | 12    | nonfinite_frac  | fraction of the block's losses that were NaN or inf            | [0, 1]    |
 | 13    | update_ratio    | v3: log(norm of the last update / norm of the parameters)      | [-10, 10] |
 | 14    | grad_cosine     | v3: cosine of the block's last two gradients (< 0: overshoot)  | [-1, 1]   |
+| 15    | grad_cosine_avg | v4: slow moving average of grad_cosine over blocks             | [-1, 1]   |
 
 "loss" of a block is the mean of its per-step log-losses (a geometric mean, robust to one
 noisy step). Averages are exponential over blocks (fast 0.5, slow 0.1). Losses are assumed
@@ -62,9 +63,16 @@ update theta_after - theta_before, and the squared norm of theta_before (`step_s
   keep going the same way (LR too low). 0 when a norm is 0 or non-finite, the dot product is
   not finite, or the block has fewer than 2 steps.
 
+- `grad_cosine_avg` (version 4) = the slow moving average (rate 0.1, about ten blocks) of
+  `grad_cosine`, started at the first block's value. One cosine per block is a noisy sign
+  when minibatch noise dominates the gradient; hypergradient descent sums that sign over
+  every step, and this average is the policy's way to read it the same way: "successive
+  gradients have kept disagreeing (LR too high) or agreeing (too low) for a while".
+
 Version history: v1: every step's gradient norm (G = K). v2: the last G steps of each block,
 G recorded in the controller file (a v1 file reads as G = K; the arithmetic is unchanged).
-v3: v2's 13 features plus `update_ratio` and `grad_cosine` (15; needs G >= 2).
+v3: v2's 13 features plus `update_ratio` and `grad_cosine` (15; needs G >= 2). v4: v3's 15
+plus `grad_cosine_avg` (16; the same raw numbers, so the same per-step cost as v3).
 """
 
 from __future__ import annotations
@@ -77,7 +85,7 @@ import torch
 
 FEATURE_VERSION = 2
 """The default version: what a run observes unless its config chooses another."""
-SUPPORTED_FEATURE_VERSIONS = (1, 2, 3)
+SUPPORTED_FEATURE_VERSIONS = (1, 2, 3, 4)
 """Feature versions a controller file may have been trained on (v1 files have G = K)."""
 FEATURE_NAMES: tuple[str, ...] = (
     "loss_vs_start",
@@ -97,6 +105,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 """The features of versions 1 and 2, in order (version 3 starts with them)."""
 V3_FEATURE_NAMES: tuple[str, ...] = ("update_ratio", "grad_cosine")
 """What version 3 adds after them."""
+V4_FEATURE_NAMES: tuple[str, ...] = ("grad_cosine_avg",)
+"""What version 4 adds after version 3's."""
 OBS_DIM = len(FEATURE_NAMES)
 """The observation size of versions 1 and 2 (`obs_dim(version)` for any version)."""
 NONFINITE_INDEX = FEATURE_NAMES.index("nonfinite_frac")
@@ -121,17 +131,22 @@ def check_version(version: int) -> int:
 
 def feature_names(version: int = FEATURE_VERSION) -> tuple[str, ...]:
     """The names of a version's features, in observation order."""
-    return FEATURE_NAMES + (V3_FEATURE_NAMES if check_version(version) >= 3 else ())
+    version = check_version(version)
+    return (
+        FEATURE_NAMES
+        + (V3_FEATURE_NAMES if version >= 3 else ())
+        + (V4_FEATURE_NAMES if version >= 4 else ())
+    )
 
 
 def min_grad_norm_steps(version: int) -> int:
-    """The fewest gradient norms per block (G) a version reads: 2 for version 3, whose
+    """The fewest gradient norms per block (G) a version reads: 2 for versions 3 and 4, whose
     gradient cosine reads the norms of the block's last two steps; else 1."""
     return 2 if check_version(version) >= 3 else 1
 
 
 def obs_dim(version: int = FEATURE_VERSION) -> int:
-    """The observation size of a feature version (13 for v1 and v2, 15 for v3)."""
+    """The observation size of a feature version (13 for v1 and v2, 15 for v3, 16 for v4)."""
     return len(feature_names(version))
 
 
@@ -225,6 +240,8 @@ class FeatureTracker:
     of feature version `version` ([N, obs_dim(version)])."""
 
     _STATE = ("m0", "best", "prev", "ema_fast", "ema_slow", "g0", "g_prev", "g_slow", "started")
+    _V4_STATE = ("cos_slow",)
+    """Version 4's running average of grad_cosine (absent from state dicts of versions 1-3)."""
 
     def __init__(self, n: int = 1, version: int = FEATURE_VERSION) -> None:
         self.n = n
@@ -234,6 +251,7 @@ class FeatureTracker:
         self.m0, self.best, self.prev = z.copy(), z.copy(), z.copy()
         self.ema_fast, self.ema_slow = z.copy(), z.copy()
         self.g0, self.g_prev, self.g_slow = z.copy(), z.copy(), z.copy()
+        self.cos_slow = z.copy()
         self.started = np.zeros(n, dtype=bool)
 
     def reset(self, mask: np.ndarray | None = None) -> None:
@@ -269,8 +287,8 @@ class FeatureTracker:
         m = log_l.mean(1)
         g = log_g.mean(1)
 
-        if not started.all():
-            first = ~started
+        first = ~started
+        if first.any():
             for name, value in (("m0", m), ("best", m), ("prev", m), ("ema_fast", m),
                                 ("ema_slow", m), ("g0", g), ("g_slow", g)):  # fmt: skip
                 getattr(self, name)[first] = value[first]
@@ -305,6 +323,11 @@ class FeatureTracker:
                 zip(stats.tolist(), grad_norms.tolist(), strict=True)
             ):
                 feats[i, 13:15] = last_step_features(*row, *_last_two(gnorms))
+            if self.version >= 4:
+                cosine = feats[:, 14]
+                self.cos_slow[first] = cosine[first]
+                self.cos_slow += SLOW * (cosine - self.cos_slow)
+                feats[:, 15] = self.cos_slow
         self.prev = m
         self.g_prev = g
         feats[np.isnan(feats)] = 0.0  # +-inf are clipped to +-CLIP just below
@@ -379,17 +402,26 @@ class FeatureTracker:
             ema_fast, ema_slow, g_slow, best
         )  # fmt: skip
         if self.version >= 3:
-            feats += last_step_features(*map(float, step_stats), *_last_two(grad_norms))
+            ratio, cosine = last_step_features(*map(float, step_stats), *_last_two(grad_norms))
+            feats += (ratio, cosine)
+            if self.version >= 4:
+                cos_slow = cosine if not started else float(self.cos_slow[0])
+                cos_slow += SLOW * (cosine - cos_slow)
+                self.cos_slow[0] = cos_slow
+                feats.append(cos_slow)
         self.prev = np.array([m])
         self.g_prev = np.array([g])
         out = [0.0 if f != f else min(max(f, -CLIP), CLIP) for f in feats]  # NaN -> 0, clip
         return np.array([out], dtype=np.float32)
 
+    def _state_names(self) -> tuple[str, ...]:
+        return self._STATE + (self._V4_STATE if self.version >= 4 else ())
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {k: np.array(getattr(self, k), copy=True) for k in self._STATE}
+        return {k: np.array(getattr(self, k), copy=True) for k in self._state_names()}
 
     def load_state_dict(self, state: dict) -> None:
-        for k in self._STATE:
+        for k in self._state_names():
             setattr(
                 self, k, np.array(state[k], dtype=bool if k == "started" else np.float64, copy=True)
             )

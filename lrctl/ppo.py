@@ -65,7 +65,7 @@ from lrctl.shocks import check_probability
 from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
-CONFIG_VERSION = 6
+CONFIG_VERSION = 7
 """The config format this code writes; older ones are migrated one version at a time
 (`MIGRATIONS`), newer ones refused."""
 
@@ -153,7 +153,20 @@ class TrainConfig:
     ent_coef: float = 0.0
     """Entropy bonus."""
     log_std_init: float = -1.0
-    """Initial log std of the Gaussian policy (actions live in [-1, 1])."""
+    """Initial log std of the Gaussian policy (actions live in [-1, 1]). With `use_sde` it
+    scales a noise matrix on the policy's last hidden activations (norm about 4 for a fresh
+    [64, 64] tanh policy), so the action noise is about 4 x exp(log_std_init): -2.5 there
+    gives the 0.35 that -1 gives without it."""
+    use_sde: bool = False
+    """Generalized state-dependent exploration (gSDE, SB3's `use_sde`): the exploration noise
+    is a function of the observation under a noise matrix drawn once per `sde_sample_freq`
+    decisions of an env slot, so an episode explores one consistent deviation (climbing more
+    or less on this run) instead of independent noise per decision, which the slow scale term
+    averages away. The exported controller is the same deterministic policy either way.
+    Configs before version 7 explored with independent noise (False)."""
+    sde_sample_freq: int = -1
+    """With `use_sde`: draw a new noise matrix every this many decisions of an env slot; -1:
+    once per rollout (SB3's default)."""
     net_arch: tuple[int, ...] = (64, 64)
     """Hidden layers of the policy and value networks (tanh)."""
     clip_obs: float = 10.0
@@ -165,7 +178,7 @@ class TrainConfig:
     eval_episodes: int = 8
     """Episodes per evaluation (fixed seeds, deterministic policy)."""
     version: int = CONFIG_VERSION
-    """Config format version: 0 (a file without the field) to 6 (see `MIGRATIONS`)."""
+    """Config format version: 0 (a file without the field) to 7 (see `MIGRATIONS`)."""
 
     @property
     def action_spec(self) -> ActionSpec:
@@ -210,6 +223,11 @@ class TrainConfig:
         for name in ("n_envs", "n_steps", "eval_every", "eval_episodes", "redraw_after"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config field {name} must be >= 0, got {getattr(self, name)}")
+        if self.sde_sample_freq == 0 or self.sde_sample_freq < -1:
+            raise ConfigError(
+                "config field sde_sample_freq must be -1 (a new noise matrix once per rollout) "
+                f"or a positive number of decisions, got {self.sde_sample_freq}"
+            )
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ConfigError("config fields gamma and gae_lambda must lie in (0, 1] and [0, 1]")
         try:
@@ -357,6 +375,14 @@ def _v5_to_v6(data: dict) -> dict:
     return data
 
 
+def _v6_to_v7(data: dict) -> dict:
+    """Version 7 added `use_sde` and `sde_sample_freq`; a version-6 config explored with
+    independent Gaussian noise."""
+    data.setdefault("use_sde", False)
+    data.setdefault("sde_sample_freq", -1)
+    return data
+
+
 MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v0_to_v1,
     _v1_to_v2,
@@ -364,6 +390,7 @@ MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v3_to_v4,
     _v4_to_v5,
     _v5_to_v6,
+    _v6_to_v7,
 )
 """`MIGRATIONS[n]` turns the fields of a version-n config into those of version n + 1; a config
 is migrated by each from its own version on. A format change bumps `CONFIG_VERSION` and adds
@@ -691,6 +718,8 @@ def train(
             gae_lambda=cfg.gae_lambda,
             clip_range=cfg.clip_range,
             ent_coef=cfg.ent_coef,
+            use_sde=cfg.use_sde,
+            sde_sample_freq=cfg.sde_sample_freq,
             policy_kwargs={
                 "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
                 "activation_fn": torch.nn.Tanh,

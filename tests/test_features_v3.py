@@ -56,8 +56,8 @@ def test_version_3_is_version_2_plus_two_features() -> None:
     assert feature_names(3) == (*FEATURE_NAMES, "update_ratio", "grad_cosine")
     assert feature_names(2) == feature_names(1) == FEATURE_NAMES
     assert (obs_dim(1), obs_dim(2), obs_dim(3)) == (13, 13, 15) and OBS_DIM == 13
-    with pytest.raises(ValueError, match="feature version must be one of 1, 2, 3"):
-        obs_dim(4)
+    with pytest.raises(ValueError, match="feature version must be one of 1, 2, 3, 4"):
+        obs_dim(5)
 
 
 @pytest.mark.parametrize(
@@ -228,9 +228,10 @@ def test_single_run_equals_population_row(family: str, optimizer: str, generic: 
     assert math.isnan(blocks[0].step_stats[2, 0])  # a one-step block: no dot product
 
 
-def test_batched_env_equals_single_env_v3() -> None:
+@pytest.mark.parametrize("version", [3, 4])
+def test_batched_env_equals_single_env_v3(version: int) -> None:
     """Member i of the batched env observes what `LRControlEnv` observes on its spec, with
-    features v3 (the helpers and tolerance of tests/test_batched_env.py)."""
+    features v3 and v4 (the helpers and tolerance of tests/test_batched_env.py)."""
     from lrctl.batched_env import BatchedLRControlEnv
     from tests.test_batched_env import (
         assert_same_episode,
@@ -241,12 +242,12 @@ def test_batched_env_equals_single_env_v3() -> None:
 
     specs = member_specs("digits_mlp", "momentum")
     actions = np.random.default_rng(0).uniform(-1, 1, (5, 3, 1)).astype(np.float32)
-    env = BatchedLRControlEnv(3, redraw_after=0, seed=5, feature_version=3)
-    assert env.observation_space.shape == (15,)
+    env = BatchedLRControlEnv(3, redraw_after=0, seed=5, feature_version=version)
+    assert env.observation_space.shape == (obs_dim(version),)
     env.set_options([{"spec": s} for s in specs])
     out = batched_rollout(env, actions)
     for m, spec in enumerate(specs):
-        single = LRControlEnv(feature_version=3)
+        single = LRControlEnv(feature_version=version)
         observations = [single.reset(options={"spec": spec})[0]]
         rewards, end = [], None
         for t, a in enumerate(actions[:, m]):
@@ -260,10 +261,14 @@ def test_batched_env_equals_single_env_v3() -> None:
         assert np.abs(np.stack(observations)[:, COSINE]).max() > 0.05  # the feature is live
 
 
-def env_and_controller_runs(spec: RunSpec, weights, per_group: bool = False):
+def env_and_controller_runs(
+    spec: RunSpec, weights, per_group: bool = False, feature_version: int = 3
+):
     """The env (driven by `weights` on its observations) and `LRController` (in a loop on a
     fresh run of the same spec): their observations and LRs."""
-    env = LRControlEnv(action_spec=weights.action_spec, feature_version=3, per_group=per_group)
+    env = LRControlEnv(
+        action_spec=weights.action_spec, feature_version=feature_version, per_group=per_group
+    )
     policy = lambda obs, info: weights.act(np.atleast_2d(obs))[:, 0]  # noqa: E731
     result = rollout(env, policy, options={"spec": spec})
     task = FAMILIES[spec.family]().build(spec)
@@ -318,10 +323,12 @@ def test_one_group_per_group_equals_global_v3(monkeypatch: pytest.MonkeyPatch) -
     np.testing.assert_allclose(features[0], features[1], rtol=1e-5, atol=1e-6)
 
 
-def test_v3_state_dict_resumes_identically_between_the_last_two_steps() -> None:
-    """A checkpoint taken between steps K-2 and K-1 holds the kept gradients: the resumed run
-    decides exactly as the uninterrupted one."""
-    weights = random_policy(3, SPEC4, feature_version=3)
+@pytest.mark.parametrize("version", [3, 4])
+def test_v3_state_dict_resumes_identically_between_the_last_two_steps(version: int) -> None:
+    """A checkpoint taken between steps K-2 and K-1 holds the kept gradients (and, v4, the
+    running average of the cosine): the resumed run decides exactly as the uninterrupted
+    one."""
+    weights = random_policy(3, SPEC4, feature_version=version)
 
     def run(stop_at: int | None) -> list[float]:
         model, x, y = tiny_regression()
@@ -364,18 +371,19 @@ nasty = st.one_of(
     st.lists(st.lists(nasty, min_size=2, max_size=2), min_size=4, max_size=4),
     st.lists(st.lists(nasty, min_size=3, max_size=3), min_size=4, max_size=4),
 )
-def test_v3_features_finite_and_both_paths_agree(loss_blocks, gnorm_blocks, stat_blocks):
+@pytest.mark.parametrize("version", [3, 4])
+def test_v3_features_finite_and_both_paths_agree(version, loss_blocks, gnorm_blocks, stat_blocks):
     """Hostile raw numbers never give a non-finite feature; the one-run path (Python floats)
-    and the array path give the same features."""
-    one, two = FeatureTracker(1, 3), FeatureTracker(2, 3)
+    and the array path give the same features (versions 3 and 4)."""
+    one, two = FeatureTracker(1, version), FeatureTracker(2, version)
     for losses, gnorms, stats in zip(loss_blocks, gnorm_blocks, stat_blocks, strict=False):
         fast = one.update(np.array([losses]), np.array([gnorms]), 0.0, 0.5, np.array([stats]))
         both = two.update(
             np.array([losses] * 2), np.array([gnorms] * 2), [0.0] * 2, [0.5] * 2,
             np.array([stats] * 2),
         )  # fmt: skip
-        assert fast.shape == (1, 15) and np.isfinite(fast).all()
-        assert (np.abs(fast) <= CLIP).all() and abs(fast[0, COSINE]) <= 1.0
+        assert fast.shape == (1, obs_dim(version)) and np.isfinite(fast).all()
+        assert (np.abs(fast) <= CLIP).all() and (np.abs(fast[0, COSINE:]) <= 1.0).all()
         np.testing.assert_allclose(fast[0], both[0], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(both[0], both[1])
 
@@ -459,22 +467,24 @@ def test_v1_and_v2_files_act_as_before(tmp_path: Path, version: str, optimizer: 
 # --- files, configs, command line, distributed -----------------------------------------------
 
 
-def test_v3_controller_file_round_trip_and_checks(tmp_path: Path) -> None:
-    w = random_policy(0, SPEC4, feature_version=3)
+@pytest.mark.parametrize("version", [3, 4])
+def test_v3_controller_file_round_trip_and_checks(tmp_path: Path, version: int) -> None:
+    dim = obs_dim(version)
+    w = random_policy(0, SPEC4, feature_version=version)
     loaded = load_controller(save_controller(w, tmp_path / "v3.safetensors"))
-    assert loaded.feature_version == 3 and loaded.obs_mean.shape == (15,)
-    obs = torch.randn(6, 15)
+    assert loaded.feature_version == version and loaded.obs_mean.shape == (dim,)
+    obs = torch.randn(6, dim)
     np.testing.assert_array_equal(w.act(obs), loaded.act(obs))
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "v3.safetensors"), "pt") as f:
-        assert json.loads(f.metadata()["feature_names"]) == list(feature_names(3))
-    # a 13-input policy labelled v3, and a v3 policy reading one gradient norm per block
+        assert json.loads(f.metadata()["feature_names"]) == list(feature_names(version))
+    # a 13-input policy labelled v3 or v4, and one reading one gradient norm per block
     wrong = random_policy(0, SPEC4)
-    wrong.feature_version = 3
-    with pytest.raises(ControllerFileError, match="does not match the 15 features"):
+    wrong.feature_version = version
+    with pytest.raises(ControllerFileError, match=f"does not match the {dim} features"):
         load_controller(save_controller(wrong, tmp_path / "wrong.safetensors"))
-    one = random_policy(0, replace(SPEC4, grad_norm_steps=1), feature_version=3)
+    one = random_policy(0, replace(SPEC4, grad_norm_steps=1), feature_version=version)
     with pytest.raises(ControllerFileError, match="needs grad_norm_steps >= 2"):
         load_controller(save_controller(one, tmp_path / "one.safetensors"))
 
@@ -513,8 +523,8 @@ def test_train_config_feature_version(tmp_path: Path) -> None:
     assert TrainConfig.from_dict({"feature_version": 3}).feature_version == 3
     with pytest.raises(ConfigError, match=r"feature_version.*needs grad_norm_steps >= 2"):
         TrainConfig(feature_version=3, grad_norm_steps=1).validate()
-    with pytest.raises(ConfigError, match=r"feature_version.*one of 1, 2, 3"):
-        TrainConfig(feature_version=4).validate()
+    with pytest.raises(ConfigError, match=r"feature_version.*one of 1, 2, 3, 4"):
+        TrainConfig(feature_version=5).validate()
     with pytest.raises(UsageError, match="version 1 is retired"):
         LRControlEnv(feature_version=1)
 
@@ -529,7 +539,7 @@ def test_cli_feature_version_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert config_from_cli(monkeypatch, argv).feature_version == 2
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "--feature-version {2,3}" in capsys.readouterr().out
+    assert "--feature-version {2,3,4}" in capsys.readouterr().out
 
 
 def test_combine_block_adds_weighted_statistics_in_one_process(tmp_path: Path) -> None:

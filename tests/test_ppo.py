@@ -8,6 +8,7 @@ import pickle
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -80,6 +81,25 @@ def test_train_writes_config_logs_checkpoints_and_eval(tiny_cfg, tmp_path):
     assert list(ev["step"]) == [128, 256]
     assert ev["diverge_rate"].between(0, 1).all()
     assert list(run.glob("**/.tmp-*")) == []  # no half-written checkpoint folders
+
+
+def test_sde_training_explores_by_state_and_exports_its_mean_policy(tiny_cfg, tmp_path):
+    """gSDE (`use_sde`): the model explores with a state-dependent noise matrix, and the
+    exported controller acts as SB3's deterministic policy (the mean action)."""
+    from stable_baselines3 import PPO
+
+    cfg = TrainConfig(**{**tiny_cfg.__dict__, "use_sde": True, "log_std_init": -3.0})
+    run = tmp_path / "run"
+    final = train(cfg, run, progress_bar=False)
+    model = PPO.load(final / "model.zip", device="cpu")
+    assert model.use_sde and model.policy.log_std.shape == (64, 1)  # a matrix on the latent
+    out = ppo_export(run, tmp_path / "c.safetensors")
+    weights = load_controller(out)
+    with open(final / "vecnormalize.pkl", "rb") as f:
+        norm = pickle.load(f)
+    obs = np.random.default_rng(0).normal(size=(5, weights.obs_mean.shape[0])).astype(np.float32)
+    sb3, _ = model.predict(norm.normalize_obs(obs), deterministic=True)
+    np.testing.assert_allclose(weights.act(obs), sb3, atol=1e-5)
 
 
 def _obs_count(folder: Path) -> float:
@@ -188,6 +208,8 @@ def test_cli_train_export_and_use(tiny_cfg, tmp_path, capsys):
         ("total_timesteps", 0, "total_timesteps must be positive"),
         ("gamma", 1.5, "gamma"),
         ("max_multiplier", 0.5, "max_multiplier"),
+        ("sde_sample_freq", 0, "sde_sample_freq must be -1"),
+        ("sde_sample_freq", -2, "sde_sample_freq must be -1"),
     ],
 )
 def test_config_validation(field, value, message):
@@ -254,6 +276,8 @@ def test_version_1_config_loads_with_its_own_values() -> None:
         "relative_reward": False,
         "feature_version": 2,
         "lr_shock": 0.0,
+        "use_sde": False,
+        "sde_sample_freq": -1,
     }
 
 
