@@ -146,7 +146,8 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
     - v1: features v2: the gradient norms of the last G = `action_spec.grad_norm_steps` steps
       of each block only (default 2). `per_group=True`: layer-wise control (evaluation only).
-      `feature_version=3` or `4`: features v3 or v4 on request (the default observation is unchanged).
+      `feature_version=3` or `4`: features v3 or v4 on request (the default observation is
+      unchanged).
     - v0: first version (features v1, K = 10, m_max = 2, band [1e-3, 30], B = 7). Making
       `lrctl/LRControl-v0` now raises an error that points to v1.
     """
