@@ -310,7 +310,7 @@ def _bench_epilog() -> str:
         + "\n\n"
         + textwrap.fill(
             "Outputs under OUT/<suite name>/ (OUT/<suite name>-quick/ with --quick): runs.csv, "
-            "steps.csv.gz, evals.csv.gz, summary.md, quality_bar.md, loss_curves.png, "
+            "steps.csv.gz, evals.csv.gz, summary.md, quality_bar.md (and .json), loss_curves.png, "
             "lr_trajectories.png, robustness.png; a full run also rewrites OUT/README.md. Finished "
             "runs are kept in OUT/<suite name>/runs/ (one JSON each) and skipped when the same "
             "command runs again, so an interrupted benchmark resumes where it stopped.",

@@ -8,6 +8,7 @@ replay.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -331,6 +332,21 @@ def test_generalization_targets(tiny: dict, replay: dict) -> None:
     assert g5.value == f"{int((won > 0.5).sum())}/2 tasks"
     assert g5.passed == ((won > 0.5).sum() > 1)
     assert "## Generalization targets" in (tiny["dir"] / "quality_bar.md").read_text()
+    # quality_bar.json holds the same verdicts, and the numbers behind G1 and the replay line.
+    doc = json.loads((out / "tiny" / "quality_bar.json").read_text())
+    both_goals = generalization_bar(both, runs)
+    assert [(c["key"], c["value"], c["passed"]) for c in doc["generalization"]] == [
+        (c.key, c.value, c.passed) for c in both_goals
+    ]
+    assert [c["key"] for c in doc["bar"]] == ["a", "b", "c", "d"]
+    assert f"{doc['median_ratio_x1_vs_best_cosine']:.3f}" == both_goals[0].value
+    assert doc["replay"]["runs"] == len(pairs)
+    assert doc["replay"]["wins"] == int(
+        (pairs.controller_momentum < pairs.controller_replay_momentum).sum()
+    )
+    assert doc["steps"] == {"wine_mlp": 40, "breast_cancer_logreg": 40}
+    no_replay = json.loads((tiny["dir"] / "quality_bar.json").read_text())
+    assert no_replay["replay"] is None and no_replay["generalization"][4]["passed"] is None
 
 
 def test_method_registry() -> None:

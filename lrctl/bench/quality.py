@@ -30,8 +30,9 @@ curve on average, without the reaction to the run.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -387,6 +388,34 @@ def quality_markdown(
     if crit:
         parts += ["## Mean final validation loss per cell group (over seeds)\n", f"{table}\n"]
     return "\n".join(parts)
+
+
+def quality_json(outcome: BenchOutcome, crit: list[Criterion], runs: pd.DataFrame) -> str:
+    """quality_bar.md's verdicts as JSON (quality_bar.json), for scripts that compare
+    controllers (benchmarks/lever_score.py): both tables' criteria as written in the markdown,
+    plus the numbers behind (d)/G1 and the replay comparison unrounded (null when not
+    measured)."""
+    ratios = bar_ratios(outcome, runs)
+    pairs = replay_pairs(outcome, runs)
+    replay = None
+    if not pairs.empty:
+        replay = {
+            "wins": int((pairs.controller_val < pairs.replay_val).sum()),
+            "runs": len(pairs),
+            "median_ratio": float(np.median([_ratio(a, b) for a, b in zip(
+                pairs.controller_val, pairs.replay_val, strict=True)])),
+        }  # fmt: skip
+    plan = outcome.plan
+    doc = {
+        "suite": plan.suite_name,
+        "controller": str(plan.controller_source),
+        "steps": {t: int(plan.steps[t]) for t in plan.families},
+        "bar": [asdict(c) for c in crit],
+        "generalization": [asdict(c) for c in generalization_bar(outcome, runs)],
+        "median_ratio_x1_vs_best_cosine": float(np.median(ratios.ratio)) if len(ratios) else None,
+        "replay": replay,
+    }
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def criteria_lines(crit: list[Criterion]) -> list[str]:

@@ -30,6 +30,7 @@ from lrctl.bench.quality import (
     fmt_loss,
     mean_with_inf,
     quality_bar,
+    quality_json,
     quality_markdown,
     replay_pairs,
     verdict,
@@ -351,6 +352,9 @@ def write_report(outcome: BenchOutcome, command: str | None = None, echo: bool =
     if crit or not replay_pairs(outcome, runs).empty:
         files.append(out / "quality_bar.md")
         atomic_write_text(files[-1], quality_markdown(outcome, crit, cell_table, runs))
+        if crit:
+            files.append(out / "quality_bar.json")
+            atomic_write_text(files[-1], quality_json(outcome, crit, runs))
     files += write_plots(outcome, runs, records)
     if not outcome.plan.config.quick:
         cmd = command or "lrctl.bench.run_bench(...) from Python"
