@@ -119,7 +119,7 @@ class BatchedLRControlEnv(VecEnv):
     ## Observation Space
 
     `Box(-10, 10, (D,), float32)` per member, as `LRControlEnv` (`lrctl.features`; D = 13
-    with features v2, 15 with v3 and 16 with v4, whose last-step statistics each member
+    with features v2, 15 with v3, 16 with v4 and 17 with v5, whose last-step statistics each member
     measures on its own block's last two steps).
 
     ## Rewards
@@ -162,7 +162,7 @@ class BatchedLRControlEnv(VecEnv):
     ## Version History
 
     - v1: LRControl-v1 semantics (features v2); anchored actions with an anchored `action_spec`;
-      features v3 with `feature_version=3` (v4 with 4).
+      features v3 with `feature_version=3` (v4 with 4, v5 with 5).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - SB3's convention

@@ -436,12 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--feature-version",
         type=int,
-        choices=(2, 3, 4),
+        choices=(2, 3, 4, 5),
         help="the observation's feature version (lrctl/features.py; TrainConfig.feature_version; "
         "stored in the exported controller file): 2, the 13 loss, gradient-norm, LR and progress "
         "features (default); 3, those plus the last update's size relative to the parameters "
         "and the cosine of each block's last two gradients; 4, version 3 plus a slow average of "
-        "that cosine",
+        "that cosine; 5, version 4 plus lr_response, a slow average of the LR's moves signed by "
+        "whether the loss then fell faster or slower",
     )
     p.add_argument(
         "--timesteps",

@@ -64,8 +64,8 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
     `Box(-10, 10, (D,), float32)`, the features of the block of K steps just run
     (`lrctl.features.feature_names(feature_version)`): D = 13 with features version 2 (the
-    default), rows 0-12 below; D = 15 with version 3, rows 0-14; D = 16 with version 4, all
-    rows. "loss" of a block is the mean of its per-step log training losses.
+    default), rows 0-12 below; D = 15 with version 3, rows 0-14; D = 16 with version 4, rows
+    0-15; D = 17 with version 5, all rows. "loss" of a block is the mean of its per-step log training losses.
 
     {observation_table}
 
@@ -146,8 +146,8 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
 
     - v1: features v2: the gradient norms of the last G = `action_spec.grad_norm_steps` steps
       of each block only (default 2). `per_group=True`: layer-wise control (evaluation only).
-      `feature_version=3` or `4`: features v3 or v4 on request (the default observation is
-      unchanged).
+      `feature_version=3`, `4` or `5`: features v3, v4 or v5 on request (the default
+      observation is unchanged).
     - v0: first version (features v1, K = 10, m_max = 2, band [1e-3, 30], B = 7). Making
       `lrctl/LRControl-v0` now raises an error that points to v1.
     """

@@ -16,7 +16,8 @@ parameters and the agreement of successive gradients. All are clipped to [-CLIP,
 non-finite inputs never produce non-finite features. Which version a run observes is chosen
 when it is trained (`TrainConfig.feature_version`) and recorded in its controller file; the
 runtime computes the version its file says. Version 3 is the 13 features of version 2, in the
-same order and with the same arithmetic, plus rows 13 and 14; version 4 is version 3 plus row 15.
+same order and with the same arithmetic, plus rows 13 and 14; version 4 is version 3 plus row 15;
+version 5 is version 4 plus row 16.
 
 | index | name            | meaning                                                        | range     |
 | ----- | --------------- | -------------------------------------------------------------- | --------- |
@@ -36,6 +37,7 @@ same order and with the same arithmetic, plus rows 13 and 14; version 4 is versi
 | 13    | update_ratio    | v3: log(norm of the last update / norm of the parameters)      | [-10, 10] |
 | 14    | grad_cosine     | v3: cosine of the block's last two gradients (< 0: overshoot)  | [-1, 1]   |
 | 15    | grad_cosine_avg | v4: slow moving average of grad_cosine over blocks             | [-1, 1]   |
+| 16    | lr_response     | v5: slow average of the LR's moves signed by the loss's answer | [-10, 10] |
 
 "loss" of a block is the mean of its per-step log-losses (a geometric mean, robust to one
 noisy step). Averages are exponential over blocks (fast 0.5, slow 0.1). Losses are assumed
@@ -69,10 +71,21 @@ update theta_after - theta_before, and the squared norm of theta_before (`step_s
   every step, and this average is the policy's way to read it the same way: "successive
   gradients have kept disagreeing (LR too high) or agreeing (too low) for a while".
 
+- `lr_response` (version 5) = the slow moving average (rate 0.1, started at 0) over blocks of
+  d_lr x sign(d_change): d_lr is this block's `log_lr_ratio` minus the previous block's (how
+  far the LR moved), d_change this block's `loss_change` minus the previous block's (did the
+  loss fall faster, < 0, or slower, > 0, after the move). Positive: moving the LR up made the
+  loss fall slower, or moving it down made it fall faster (the LR is too high); negative: the
+  reverse (too low); about 0 when the LR stood still or the loss's answer is noise. The
+  other features describe where the run is; this one says which way the last moves took it,
+  the run-level answer to "would a higher LR help here?" that a fixed climb cannot give. It
+  reads numbers the tracker has already (no per-step cost).
+
 Version history: v1: every step's gradient norm (G = K). v2: the last G steps of each block,
 G recorded in the controller file (a v1 file reads as G = K; the arithmetic is unchanged).
 v3: v2's 13 features plus `update_ratio` and `grad_cosine` (15; needs G >= 2). v4: v3's 15
-plus `grad_cosine_avg` (16; the same raw numbers, so the same per-step cost as v3).
+plus `grad_cosine_avg` (16; the same raw numbers, so the same per-step cost as v3). v5: v4's 16
+plus `lr_response` (17; from the features themselves, no per-step cost).
 """
 
 from __future__ import annotations
@@ -85,7 +98,7 @@ import torch
 
 FEATURE_VERSION = 2
 """The default version: what a run observes unless its config chooses another."""
-SUPPORTED_FEATURE_VERSIONS = (1, 2, 3, 4)
+SUPPORTED_FEATURE_VERSIONS = (1, 2, 3, 4, 5)
 """Feature versions a controller file may have been trained on (v1 files have G = K)."""
 FEATURE_NAMES: tuple[str, ...] = (
     "loss_vs_start",
@@ -107,6 +120,8 @@ V3_FEATURE_NAMES: tuple[str, ...] = ("update_ratio", "grad_cosine")
 """What version 3 adds after them."""
 V4_FEATURE_NAMES: tuple[str, ...] = ("grad_cosine_avg",)
 """What version 4 adds after version 3's."""
+V5_FEATURE_NAMES: tuple[str, ...] = ("lr_response",)
+"""What version 5 adds after version 4's."""
 OBS_DIM = len(FEATURE_NAMES)
 """The observation size of versions 1 and 2 (`obs_dim(version)` for any version)."""
 NONFINITE_INDEX = FEATURE_NAMES.index("nonfinite_frac")
@@ -136,6 +151,7 @@ def feature_names(version: int = FEATURE_VERSION) -> tuple[str, ...]:
         FEATURE_NAMES
         + (V3_FEATURE_NAMES if version >= 3 else ())
         + (V4_FEATURE_NAMES if version >= 4 else ())
+        + (V5_FEATURE_NAMES if version >= 5 else ())
     )
 
 
@@ -146,7 +162,7 @@ def min_grad_norm_steps(version: int) -> int:
 
 
 def obs_dim(version: int = FEATURE_VERSION) -> int:
-    """The observation size of a feature version (13 for v1 and v2, 15 for v3, 16 for v4)."""
+    """The observation size of a feature version (13 for v1 and v2, 15 for v3, 16 for v4, 17 for v5)."""
     return len(feature_names(version))
 
 
@@ -242,6 +258,9 @@ class FeatureTracker:
     _STATE = ("m0", "best", "prev", "ema_fast", "ema_slow", "g0", "g_prev", "g_slow", "started")
     _V4_STATE = ("cos_slow",)
     """Version 4's running average of grad_cosine (absent from state dicts of versions 1-3)."""
+    _V5_STATE = ("lr_prev", "change_prev", "response")
+    """Version 5's previous log_lr_ratio and loss_change and its running response (absent
+    from state dicts of versions 1-4)."""
 
     def __init__(self, n: int = 1, version: int = FEATURE_VERSION) -> None:
         self.n = n
@@ -252,6 +271,7 @@ class FeatureTracker:
         self.ema_fast, self.ema_slow = z.copy(), z.copy()
         self.g0, self.g_prev, self.g_slow = z.copy(), z.copy(), z.copy()
         self.cos_slow = z.copy()
+        self.lr_prev, self.change_prev, self.response = z.copy(), z.copy(), z.copy()
         self.started = np.zeros(n, dtype=bool)
 
     def reset(self, mask: np.ndarray | None = None) -> None:
@@ -328,6 +348,16 @@ class FeatureTracker:
                 self.cos_slow[first] = cosine[first]
                 self.cos_slow += SLOW * (cosine - self.cos_slow)
                 feats[:, 15] = self.cos_slow
+        if self.version >= 5:
+            lr_now = np.broadcast_to(np.asarray(log_lr_ratio, dtype=np.float64), (self.n,))
+            change = np.clip(np.nan_to_num(feats[:, 4], nan=0.0), -CLIP, CLIP)
+            self.lr_prev[first], self.change_prev[first] = lr_now[first], change[first]
+            self.response[first] = 0.0
+            moved = (lr_now - self.lr_prev) * np.sign(change - self.change_prev)
+            moved = np.where(np.isfinite(moved), moved, 0.0)
+            self.response += SLOW * (moved - self.response)
+            self.lr_prev, self.change_prev = lr_now.copy(), change
+            feats[:, 16] = self.response
         self.prev = m
         self.g_prev = g
         feats[np.isnan(feats)] = 0.0  # +-inf are clipped to +-CLIP just below
@@ -409,13 +439,28 @@ class FeatureTracker:
                 cos_slow += SLOW * (cosine - cos_slow)
                 self.cos_slow[0] = cos_slow
                 feats.append(cos_slow)
+        if self.version >= 5:
+            change = feats[4]
+            change = 0.0 if change != change else min(max(change, -CLIP), CLIP)
+            if not started:
+                self.lr_prev[0], self.change_prev[0], self.response[0] = log_lr_ratio, change, 0.0
+            d_change = change - float(self.change_prev[0])
+            moved = (log_lr_ratio - float(self.lr_prev[0])) * ((d_change > 0) - (d_change < 0))
+            moved = moved if math.isfinite(moved) else 0.0
+            response = float(self.response[0]) + SLOW * (moved - float(self.response[0]))
+            self.lr_prev[0], self.change_prev[0], self.response[0] = log_lr_ratio, change, response
+            feats.append(response)
         self.prev = np.array([m])
         self.g_prev = np.array([g])
         out = [0.0 if f != f else min(max(f, -CLIP), CLIP) for f in feats]  # NaN -> 0, clip
         return np.array([out], dtype=np.float32)
 
     def _state_names(self) -> tuple[str, ...]:
-        return self._STATE + (self._V4_STATE if self.version >= 4 else ())
+        return (
+            self._STATE
+            + (self._V4_STATE if self.version >= 4 else ())
+            + (self._V5_STATE if self.version >= 5 else ())
+        )
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: np.array(getattr(self, k), copy=True) for k in self._state_names()}

@@ -234,12 +234,12 @@ def test_step_before_reset_and_after_end(env: LRControlEnv) -> None:
 
 def test_docstring_table_matches_features() -> None:
     """The env's observation table lists every version's features (v3: v2's, then two more;
-    v4: one more) in order, rows as in features.py."""
+    v4 and v5: one more each) in order, rows as in features.py."""
     row = re.compile(r"^\s*\| (\d+)\s+\| (\w+)\s+\|(.*)\|$", re.MULTILINE)
     env_rows = row.findall(LRControlEnv.__doc__ or "")
     feature_rows = row.findall(features.__doc__ or "")
-    assert [name for _, name, _ in env_rows] == list(features.feature_names(4))
-    assert [int(i) for i, _, _ in env_rows] == list(range(features.obs_dim(4)))
+    assert [name for _, name, _ in env_rows] == list(features.feature_names(5))
+    assert [int(i) for i, _, _ in env_rows] == list(range(features.obs_dim(5)))
     assert env_rows == feature_rows
 
 

@@ -56,8 +56,8 @@ def test_version_3_is_version_2_plus_two_features() -> None:
     assert feature_names(3) == (*FEATURE_NAMES, "update_ratio", "grad_cosine")
     assert feature_names(2) == feature_names(1) == FEATURE_NAMES
     assert (obs_dim(1), obs_dim(2), obs_dim(3)) == (13, 13, 15) and OBS_DIM == 13
-    with pytest.raises(ValueError, match="feature version must be one of 1, 2, 3, 4"):
-        obs_dim(5)
+    with pytest.raises(ValueError, match="feature version must be one of 1, 2, 3, 4, 5"):
+        obs_dim(6)
 
 
 @pytest.mark.parametrize(
@@ -228,7 +228,7 @@ def test_single_run_equals_population_row(family: str, optimizer: str, generic: 
     assert math.isnan(blocks[0].step_stats[2, 0])  # a one-step block: no dot product
 
 
-@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("version", [3, 4, 5])
 def test_batched_env_equals_single_env_v3(version: int) -> None:
     """Member i of the batched env observes what `LRControlEnv` observes on its spec, with
     features v3 and v4 (the helpers and tolerance of tests/test_batched_env.py)."""
@@ -323,7 +323,7 @@ def test_one_group_per_group_equals_global_v3(monkeypatch: pytest.MonkeyPatch) -
     np.testing.assert_allclose(features[0], features[1], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("version", [3, 4, 5])
 def test_v3_state_dict_resumes_identically_between_the_last_two_steps(version: int) -> None:
     """A checkpoint taken between steps K-2 and K-1 holds the kept gradients (and, v4, the
     running average of the cosine): the resumed run decides exactly as the uninterrupted
@@ -371,7 +371,7 @@ nasty = st.one_of(
     st.lists(st.lists(nasty, min_size=2, max_size=2), min_size=4, max_size=4),
     st.lists(st.lists(nasty, min_size=3, max_size=3), min_size=4, max_size=4),
 )
-@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("version", [3, 4, 5])
 def test_v3_features_finite_and_both_paths_agree(version, loss_blocks, gnorm_blocks, stat_blocks):
     """Hostile raw numbers never give a non-finite feature; the one-run path (Python floats)
     and the array path give the same features (versions 3 and 4)."""
@@ -467,7 +467,7 @@ def test_v1_and_v2_files_act_as_before(tmp_path: Path, version: str, optimizer: 
 # --- files, configs, command line, distributed -----------------------------------------------
 
 
-@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("version", [3, 4, 5])
 def test_v3_controller_file_round_trip_and_checks(tmp_path: Path, version: int) -> None:
     dim = obs_dim(version)
     w = random_policy(0, SPEC4, feature_version=version)
@@ -523,8 +523,8 @@ def test_train_config_feature_version(tmp_path: Path) -> None:
     assert TrainConfig.from_dict({"feature_version": 3}).feature_version == 3
     with pytest.raises(ConfigError, match=r"feature_version.*needs grad_norm_steps >= 2"):
         TrainConfig(feature_version=3, grad_norm_steps=1).validate()
-    with pytest.raises(ConfigError, match=r"feature_version.*one of 1, 2, 3, 4"):
-        TrainConfig(feature_version=5).validate()
+    with pytest.raises(ConfigError, match=r"feature_version.*one of 1, 2, 3, 4, 5"):
+        TrainConfig(feature_version=6).validate()
     with pytest.raises(UsageError, match="version 1 is retired"):
         LRControlEnv(feature_version=1)
 
@@ -539,7 +539,7 @@ def test_cli_feature_version_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert config_from_cli(monkeypatch, argv).feature_version == 2
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "--feature-version {2,3,4}" in capsys.readouterr().out
+    assert "--feature-version {2,3,4,5}" in capsys.readouterr().out
 
 
 def test_combine_block_adds_weighted_statistics_in_one_process(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Rows 0-14 are version 3's, with the same arithmetic; row 15 is checked against a hand-computed
 average on both tracker paths, across a reset and a state dict, and in the env and
-`LRController` (one observation function). tests/test_features_v3.py runs its batched-env,
+`LRController` (one observation function; v5's too). tests/test_features_v3.py runs its batched-env,
 checkpoint, hostile-input and controller-file checks on both versions.
 """
 
@@ -82,19 +82,23 @@ def test_state_dict_carries_the_average_and_v3_state_dicts_stay_as_they_were() -
                                   b.update(*b1[:2], 0.0, 0.4, b1[2]))  # fmt: skip
 
 
-def test_controller_decides_as_the_env_v4(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A random v4 policy: the same observations (all 16 rows) and LRs in the env and as an
-    `LRController` on the same run."""
+@pytest.mark.parametrize("version", [4, 5])
+def test_controller_decides_as_the_env(version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A random v4 (v5) policy: the same observations (all 16 or 17 rows) and LRs in the env
+    and as an `LRController` on the same run."""
     spec = replace(
         FAMILIES["digits_mlp"]().spec("momentum", steps=60, batch_size=64, width=32, depth=1),
         base_lr=0.03,
     )
-    weights = random_policy(3, ActionSpec(interval=10, max_multiplier=2.0), feature_version=4)
-    result, ctrl, run = env_and_controller_runs(spec, weights, feature_version=4)
+    spec_a = ActionSpec(interval=10, max_multiplier=2.0)
+    weights = random_policy(version - 1, spec_a, feature_version=version)
+    result, ctrl, run = env_and_controller_runs(spec, weights, feature_version=version)
     seen = record_features(ctrl, monkeypatch)
     run.advance(spec.steps, policy=ctrl)
     env_obs = np.stack([np.atleast_2d(o) for o in result.observations])
-    assert env_obs.shape == (6, 1, 16)
+    assert env_obs.shape == (6, 1, obs_dim(version))
     np.testing.assert_allclose(np.stack(seen), env_obs, rtol=0, atol=1e-5)
     np.testing.assert_allclose(run.lrs[:: spec.steps // 6], result.lrs, rtol=1e-5)
     assert np.abs(env_obs[1:, 0, AVG] - env_obs[1:, 0, COSINE]).max() > 1e-3  # an average
+    if version == 5:  # the policy moved the LR, so lr_response is live
+        assert np.abs(env_obs[2:, 0, AVG + 1]).max() > 1e-4
