@@ -119,8 +119,8 @@ class BatchedLRControlEnv(VecEnv):
     ## Observation Space
 
     `Box(-10, 10, (D,), float32)` per member, as `LRControlEnv` (`lrctl.features`; D = 13
-    with features v2, 15 with v3, 16 with v4 and 17 with v5, whose last-step statistics each member
-    measures on its own block's last two steps).
+    with features v2, 15 with v3, 16 with v4 and 17 with v5, whose last-step statistics each
+    member measures on its own block's last two steps).
 
     ## Rewards
 

@@ -65,7 +65,8 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
     `Box(-10, 10, (D,), float32)`, the features of the block of K steps just run
     (`lrctl.features.feature_names(feature_version)`): D = 13 with features version 2 (the
     default), rows 0-12 below; D = 15 with version 3, rows 0-14; D = 16 with version 4, rows
-    0-15; D = 17 with version 5, all rows. "loss" of a block is the mean of its per-step log training losses.
+    0-15; D = 17 with version 5, all rows. "loss" of a block is the mean of its per-step log
+    training losses.
 
     {observation_table}
 

@@ -162,7 +162,8 @@ def min_grad_norm_steps(version: int) -> int:
 
 
 def obs_dim(version: int = FEATURE_VERSION) -> int:
-    """The observation size of a feature version (13 for v1 and v2, 15 for v3, 16 for v4, 17 for v5)."""
+    """The observation size of a feature version (13 for v1 and v2, 15 for v3, 16 for v4, 17
+    for v5)."""
     return len(feature_names(version))
 
 
