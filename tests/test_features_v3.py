@@ -231,7 +231,7 @@ def test_single_run_equals_population_row(family: str, optimizer: str, generic: 
 @pytest.mark.parametrize("version", [3, 4, 5])
 def test_batched_env_equals_single_env_v3(version: int) -> None:
     """Member i of the batched env observes what `LRControlEnv` observes on its spec, with
-    features v3 and v4 (the helpers and tolerance of tests/test_batched_env.py)."""
+    features v3, v4 and v5 (the helpers and tolerance of tests/test_batched_env.py)."""
     from lrctl.batched_env import BatchedLRControlEnv
     from tests.test_batched_env import (
         assert_same_episode,
@@ -325,8 +325,8 @@ def test_one_group_per_group_equals_global_v3(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.parametrize("version", [3, 4, 5])
 def test_v3_state_dict_resumes_identically_between_the_last_two_steps(version: int) -> None:
-    """A checkpoint taken between steps K-2 and K-1 holds the kept gradients (and, v4, the
-    running average of the cosine): the resumed run decides exactly as the uninterrupted
+    """A checkpoint taken between steps K-2 and K-1 holds the kept gradients (and, v4 and v5, the
+    running averages): the resumed run decides exactly as the uninterrupted
     one."""
     weights = random_policy(3, SPEC4, feature_version=version)
 
@@ -374,7 +374,7 @@ nasty = st.one_of(
 @pytest.mark.parametrize("version", [3, 4, 5])
 def test_v3_features_finite_and_both_paths_agree(version, loss_blocks, gnorm_blocks, stat_blocks):
     """Hostile raw numbers never give a non-finite feature; the one-run path (Python floats)
-    and the array path give the same features (versions 3 and 4)."""
+    and the array path give the same features (versions 3, 4 and 5)."""
     one, two = FeatureTracker(1, version), FeatureTracker(2, version)
     for losses, gnorms, stats in zip(loss_blocks, gnorm_blocks, stat_blocks, strict=False):
         fast = one.update(np.array([losses]), np.array([gnorms]), 0.0, 0.5, np.array([stats]))

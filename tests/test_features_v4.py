@@ -21,6 +21,7 @@ from tests.test_features_v3 import COSINE, env_and_controller_runs
 from tests.test_layerwise import record_features
 
 AVG = COSINE + 1  # index of grad_cosine_avg (15)
+RESPONSE = feature_names(5).index("lr_response")  # 16
 
 
 def blocks(seed: int, n: int = 6, rows: int = 1) -> list[tuple[np.ndarray, ...]]:
@@ -101,4 +102,4 @@ def test_controller_decides_as_the_env(version: int, monkeypatch: pytest.MonkeyP
     np.testing.assert_allclose(run.lrs[:: spec.steps // 6], result.lrs, rtol=1e-5)
     assert np.abs(env_obs[1:, 0, AVG] - env_obs[1:, 0, COSINE]).max() > 1e-3  # an average
     if version == 5:  # the policy moved the LR, so lr_response is live
-        assert np.abs(env_obs[2:, 0, AVG + 1]).max() > 1e-4
+        assert np.abs(env_obs[2:, 0, RESPONSE]).max() > 1e-4
