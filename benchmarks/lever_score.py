@@ -1,14 +1,18 @@
 #!/usr/bin/env python
 """A candidate controller's score under the selection rule of agents/default/iterations.md.
 
-    benchmarks/lever_score.py FULL_VAL SHORT_VAL [--to-beat 8]
+    benchmarks/lever_score.py FULL_VAL SHORT_VAL [--to-beat 8] [--shipped-g1 1.000]
 
 FULL_VAL and SHORT_VAL are the folders `benchmarks/bench_controller.sh val FILE OUT` wrote
 (OUT, or OUT/val) at each family's horizon and with `--steps 300`. The score is the number of
 generalization targets (G1-G5) passed on the first plus on the second; a candidate replaces
 the shipped controller only above the shipped score (8 for v9), or at it with a mean G1
 ratio (controller at x1 / cosine at its best grid LR, over both) below 1.000, and with the
-full test suite green. Reads the quality_bar.json files the benchmark writes; a folder
+full test suite green. Scores move from one machine's baselines to another's (v9: 8 on the
+Intel machine of 2026-12-03, 10 on the AMD machine of 2026-12-04, the same seeds and torch):
+judge the shipped controller on the same baselines first and pass its score and mean G1 ratio
+(`--to-beat 10 --shipped-g1 0.996` there); a tie then needs a lower mean G1 ratio than the
+shipped one's. Reads the quality_bar.json files the benchmark writes; a folder
 judged before those files existed gets them by rerunning the same bench_controller.sh
 command (every run comes from the store, nothing is retrained).
 """
@@ -62,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--to-beat", type=int, default=V9_SCORE, help=f"the shipped score (default {V9_SCORE})"
     )
+    parser.add_argument(
+        "--shipped-g1",
+        type=float,
+        default=1.0,
+        help="the shipped controller's mean G1 ratio on the same baselines: a candidate at "
+        "--to-beat needs a lower one (default 1.000, the rule's first form)",
+    )
     args = parser.parse_args(argv)
     try:
         full, short = load(args.full), load(args.short)
@@ -75,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     score = passed(full) + passed(short)
     ratios = [d["median_ratio_x1_vs_best_cosine"] for d in (full, short)]
     mean = sum(ratios) / 2 if None not in ratios else float("nan")
-    wins = score > args.to_beat or (score == args.to_beat and mean < 1.0)
+    wins = score > args.to_beat or (score == args.to_beat and mean < args.shipped_g1)
     print(
         f"\nscore {score} (val {passed(full)} + val 300 {passed(short)}), mean G1 ratio "
-        f"{mean:.3f}; to beat: {args.to_beat}, or {args.to_beat} with a mean G1 below 1.000"
+        f"{mean:.3f}; to beat: {args.to_beat}, or {args.to_beat} with a mean G1 below "
+        f"{args.shipped_g1:.3f}"
     )
     print(
         "verdict: replaces the shipped controller if the full test suite is green"

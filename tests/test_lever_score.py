@@ -74,6 +74,20 @@ def test_score_and_verdict(tmp_path, capsys, full, short, ratios, score, replace
     assert "| val | 90.3% | 80.6% | 4/4 tasks | " in out and "| 15/24 (0.997) |" in out
 
 
+def test_tie_needs_a_lower_g1_than_the_shipped_one(tmp_path, capsys) -> None:
+    """Judged on another machine's baselines the shipped controller may pass all ten targets
+    (v9: 10, mean G1 0.996): a candidate at 10 replaces it only with a lower mean G1."""
+    a = _write(tmp_path, "full", _doc([True] * 5, 0.995), nested=True)
+    b = _write(tmp_path, "short", _doc([True] * 5, 0.999), nested=True)
+    module = _module()
+    assert module.main([str(a), str(b), "--to-beat", "10", "--shipped-g1", "0.996"]) == 0
+    out = capsys.readouterr().out
+    assert "score 10 (val 5 + val 300 5), mean G1 ratio 0.997" in out
+    assert "with a mean G1 below 0.996" in out and "the shipped controller stays" in out
+    assert module.main([str(a), str(b), "--to-beat", "10", "--shipped-g1", "0.998"]) == 0
+    assert "replaces the shipped controller" in capsys.readouterr().out
+
+
 def test_missing_file_is_a_clear_error(tmp_path, capsys) -> None:
     assert _module().main([str(tmp_path), str(tmp_path)]) == 2
     err = capsys.readouterr().err
