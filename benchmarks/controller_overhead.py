@@ -11,6 +11,12 @@ weights, so it makes exactly the same decisions): the difference between the two
 measuring the last update's size and the last two gradients' cosine once per block.
 `--family` restricts the cases to one model.
 
+`--device cuda` runs the same loops on the GPU (models and batches there), plus a larger case
+(a 4-layer causal transformer of width 256); the loop is timed between two
+`torch.cuda.synchronize()` calls, and the in-call figure is then the host's time inside the
+two calls (launches and bookkeeping: on a GPU the controller's kernels run asynchronously).
+These small models are launch-bound on a GPU, the worst case for the controller's share.
+
 Two figures per controller: the loop-time ratio (what a user sees, but on a shared virtual
 machine it moves by several percent between identical loops) and the in-call ratio, 1 + (time
 inside `optimizer.step()` and the scheduler's step with the controller, minus the same with
@@ -37,6 +43,7 @@ CASES = [
     ("char_mlp", 1000, {"width": 256, "depth": 2}),
     ("char_gru", 300, {"width": 128}),
 ]
+CUDA_CASES = [("lm_transformer", 500, {"width": 256, "depth": 4})]
 
 
 def widened_to_v3(weights: ControllerWeights) -> ControllerWeights:
@@ -56,13 +63,14 @@ def widened_to_v3(weights: ControllerWeights) -> ControllerWeights:
     )
 
 
-def make_loop(family: str, steps: int, arch: dict[str, int]):
+def make_loop(family: str, steps: int, arch: dict[str, int], device: str = "cpu"):
     fam = FAMILIES[family]()
     spec = fam.spec("momentum", steps=steps, **arch)
     task = fam.build(spec)
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, len(task.train), (steps, spec.batch_size), generator=g)
-    batches = [(task.train.x[i], task.train.y[i]) for i in idx]
+    batches = [(task.train.x[i].to(device), task.train.y[i].to(device)) for i in idx]
+    cuda = device.startswith("cuda")
 
     def run(
         scheduler: str,
@@ -72,7 +80,7 @@ def make_loop(family: str, steps: int, arch: dict[str, int]):
         """(loop time, time inside optimizer.step() and the scheduler's step) in seconds; each
         step's time inside them is appended to `per_step` if given."""
         torch.manual_seed(0)
-        model = task.model_fn()
+        model = task.model_fn().to(device)
         opt = torch.optim.SGD(model.parameters(), lr=spec.base_lr, momentum=0.9)
         if scheduler == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -82,6 +90,8 @@ def make_loop(family: str, steps: int, arch: dict[str, int]):
             step = sched.step
         inside = 0.0
         clock = time.perf_counter
+        if cuda:
+            torch.cuda.synchronize()
         start = clock()
         for x, y in batches:
             opt.zero_grad()
@@ -94,6 +104,8 @@ def make_loop(family: str, steps: int, arch: dict[str, int]):
             inside += dt
             if per_step is not None:
                 per_step.append(dt)
+        if cuda:
+            torch.cuda.synchronize()
         return clock() - start, inside
 
     return spec, run
@@ -109,9 +121,16 @@ def main() -> None:
         action="store_true",
         help="also time the controller widened to feature version 3 (same decisions)",
     )
-    parser.add_argument("--family", choices=[c[0] for c in CASES], help="only this case")
+    parser.add_argument(
+        "--family", choices=[c[0] for c in CASES + CUDA_CASES], help="only this case"
+    )
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--device", default="cpu", help="device of the loops: cpu (default) or cuda[:N]"
+    )
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
     torch.set_num_threads(1)
     try:
         weights = load_controller(args.controller or data_path(DEFAULT_CONTROLLER))
@@ -120,10 +139,14 @@ def main() -> None:
     controllers = {f"controller (features v{weights.feature_version})": weights}
     if args.with_v3 and weights.feature_version < 3:
         controllers["controller (features v3)"] = widened_to_v3(weights)
-    cases = [c for c in CASES if args.family in (None, c[0])]
-    print(f"torch {torch.__version__}, 1 thread, {args.repeats} interleaved repeats, median")
+    all_cases = CASES + (CUDA_CASES if args.device.startswith("cuda") else [])
+    cases = [c for c in all_cases if args.family in (None, c[0])]
+    where = torch.cuda.get_device_name(args.device) if args.device != "cpu" else "cpu"
+    print(
+        f"torch {torch.__version__}, {where}, 1 thread, {args.repeats} interleaved repeats, median"
+    )
     for family, steps, arch in cases:
-        spec, run = make_loop(family, steps, arch)
+        spec, run = make_loop(family, steps, arch, args.device)
         run("cosine", None)
         for ctl in controllers.values():  # warm-up
             run("controller", ctl)

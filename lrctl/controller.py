@@ -164,6 +164,10 @@ class LRController:
                     )
                 )
         self.device = self._device()
+        # Global mode on the CPU reads a block value by value (`_read_block_cpu`); on a GPU,
+        # per group or distributed, in one `read_block` transfer. Tests turn this off to run
+        # the device path on the CPU.
+        self._host_floats = self.device.type == "cpu"
         self.per_group = bool(per_group)
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
         self._group_sizes = [len(g["params"]) for g in optimizer.param_groups]
@@ -415,7 +419,7 @@ class LRController:
         log_lr_ratios = [math.log(s) for s in self._scales]  # log(factor), both modes
         group = distributed.active_group(self.process_group)
         last = self._last
-        if group is None and not self.per_group and self.device.type == "cpu":
+        if group is None and not self.per_group and self._host_floats:
             stats = None if last is None else self._block_stats()[0].tolist()
             obs = self._tracker.update_one(
                 *self._read_block_cpu(), log_lr_ratios[0], progress, stats

@@ -176,8 +176,11 @@ def observation_table(indent: str = "") -> str:
 
 def read_block(*tensors: torch.Tensor) -> tuple[np.ndarray, ...]:
     """The one host read per decision: the block's tensors on the device ([N, K] (or [K])
-    losses, [N, G] (or [G]) gradient norms, and for version 3 the [N, 3] `step_stats`) ->
-    float64 numpy arrays [N, *], one per tensor, from one transfer."""
+    losses, [N, G] (or [G]) gradient norms, and for version 3 the [N, 3] (or [1, 3])
+    `step_stats`) -> float64 numpy arrays [N, *], one per tensor, from one transfer. A 1-D
+    tensor is one run's row: the runtime's global mode on a GPU passes [K] losses and [G]
+    norms with [1, 3] statistics."""
+    tensors = tuple(t.unsqueeze(0) if t.dim() == 1 else t for t in tensors)
     widths = [t.shape[-1] for t in tensors]
     dtype = tensors[0].dtype
     both = torch.cat([t.to(dtype) for t in tensors], dim=-1).detach().double().cpu()

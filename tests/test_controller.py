@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -221,14 +222,55 @@ def test_runtime_imports_without_gymnasium_or_sb3():
     assert out.stdout.strip() == "0.4"
 
 
+ANCHORED = ActionSpec(interval=5, mode="anchored", scale_time=0.25, scale_min_decisions=3)
+
+
+@pytest.mark.parametrize("feature_version", [None, 2, 3, 5])
+def test_device_read_path_decides_as_the_cpu_path(feature_version: int | None) -> None:
+    """Global mode reads a block value by value on the CPU and in one `read_block` transfer on a
+    GPU ([K] losses and [G] norms beside features v3's [1, 3] statistics: that mix once failed
+    on CUDA at the first decision). Run on the CPU, both paths give the same LRs, step by step,
+    for the shipped controller and for random anchored policies of each feature version."""
+    curves = []
+    for host_floats in (True, False):
+        model, x, y = tiny_regression(3)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        weights = None if feature_version is None else random_policy(2, ANCHORED, feature_version)
+        sched = LRController(opt, total_steps=60, controller=weights)
+        sched._host_floats = host_floats
+        lrs = []
+        for _ in range(60):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            sched.step(loss)
+            lrs.append(opt.param_groups[0]["lr"])
+        curves.append(lrs)
+    assert len(set(curves[0])) > 5  # the policy moved the LR: decisions were taken and applied
+    np.testing.assert_allclose(curves[1], curves[0], rtol=1e-4)  # float32 on the device path
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("feature_version", [2, 3])
+@pytest.mark.parametrize(
+    ("feature_version", "spec", "optimizer"),
+    [
+        (2, None, "momentum"),
+        (3, None, "momentum"),
+        (5, ANCHORED, "momentum"),
+        (5, ANCHORED, "adam"),
+        (None, None, "adam"),  # the shipped controller file
+    ],
+)
 @pytest.mark.parametrize("per_group", [False, True])
-def test_cuda_no_host_sync_between_decisions(per_group: bool, feature_version: int):
+def test_cuda_no_host_sync_between_decisions(
+    per_group: bool, feature_version: int | None, spec: ActionSpec | None, optimizer: str
+):
     """On CUDA, the optimizer step (with the controller's grad-norm hook) and `sched.step` never
     synchronise with the host between decisions (torch's sync debug mode raises on any
-    synchronising call); a decision step reads its block once, by design. Also per group, and
-    with features v3 (the last-step statistics are device tensors in the same read)."""
+    synchronising call); a decision step reads its block once, by design. Also per group, with
+    features v3 and v5 (the last-step statistics are device tensors in the same read), the
+    anchored action with its scale term, Adam, and the shipped controller."""
     from lrctl.param_groups import layer_param_groups
 
     device = torch.device("cuda")
@@ -236,9 +278,13 @@ def test_cuda_no_host_sync_between_decisions(per_group: bool, feature_version: i
         torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
     ).to(device)
     x, y = torch.randn(128, 32, device=device), torch.randn(128, 1, device=device)
-    opt = torch.optim.SGD(layer_param_groups(model), lr=1e-2, momentum=0.9)
-    weights = random_policy(5, feature_version=feature_version)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(layer_param_groups(model), lr=1e-3)
+    else:
+        opt = torch.optim.SGD(layer_param_groups(model), lr=1e-2, momentum=0.9)
+    weights = None if feature_version is None else random_policy(5, spec, feature_version)
     sched = LRController(opt, total_steps=100, controller=weights, per_group=per_group)
+    weights = sched.weights
     k = weights.action_spec.interval
     for t in range(40):
         opt.zero_grad()
