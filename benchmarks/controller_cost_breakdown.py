@@ -9,7 +9,10 @@ by position in the block, against `CosineAnnealingLR`:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/controller_cost_breakdown.py [--controller FILE]
 
-Run it with the machine otherwise idle: the figures are microseconds.
+Run it with the machine otherwise idle: the figures are microseconds. `--device cuda` runs the
+loop on the GPU: a call's time is then the host's (launches and bookkeeping; kernels run
+asynchronously), and the decision's includes its one host read, which waits for the queued
+step.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import torch
-from controller_overhead import CASES, make_loop
+from controller_overhead import CASES, CUDA_CASES, make_loop
 
 from lrctl.controller import LRController
 from lrctl.controller_file import ControllerFileError, ControllerWeights, load_controller
@@ -37,8 +40,10 @@ TIMED: list[tuple[type, str]] = [
     (LastSteps, "before_last_step"),
     (LastSteps, "after_last_step"),
     (LRController, "_read_block_cpu"),
+    (LRController, "_block"),
     (LRController, "_block_stats"),
     (FeatureTracker, "update_one"),
+    (FeatureTracker, "update"),
     (ControllerWeights, "act"),
     (LRController, "_decide"),
 ]
@@ -56,14 +61,16 @@ def _timed(fn: Callable, log: list[float]) -> Callable:
     return wrapper
 
 
-def per_call(controller: ControllerWeights, family: str, steps: int, arch: dict) -> dict:
+def per_call(
+    controller: ControllerWeights, family: str, steps: int, arch: dict, device: str = "cpu"
+) -> dict:
     """Median µs and calls per block of each timed call over one run of the loop."""
     logs: dict[str, list[float]] = defaultdict(list)
     originals = [(cls, name, getattr(cls, name)) for cls, name in TIMED]
     try:
         for cls, name, fn in originals:
             setattr(cls, name, _timed(fn, logs[name]))
-        _, run = make_loop(family, steps, arch)
+        _, run = make_loop(family, steps, arch, device)
         run("controller", controller)
     finally:
         for cls, name, fn in originals:
@@ -73,11 +80,16 @@ def per_call(controller: ControllerWeights, family: str, steps: int, arch: dict)
 
 
 def by_position(
-    controller: ControllerWeights, family: str, steps: int, arch: dict, interval: int
+    controller: ControllerWeights,
+    family: str,
+    steps: int,
+    arch: dict,
+    interval: int,
+    device: str = "cpu",
 ) -> dict[str, list[float]]:
     """Median µs of optimizer.step() + the scheduler's step at each position of a block, with
     cosine and with the controller."""
-    _, run = make_loop(family, steps, arch)
+    _, run = make_loop(family, steps, arch, device)
     out = {}
     for kind in ("cosine", "controller"):
         times: list[float] = []
@@ -91,23 +103,31 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--controller", help="controller file (default: the shipped one)")
-    parser.add_argument("--family", choices=[c[0] for c in CASES], default="digits_mlp")
+    parser.add_argument(
+        "--family", choices=[c[0] for c in CASES + CUDA_CASES], default="digits_mlp"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
     torch.set_num_threads(1)
     try:
         weights = load_controller(args.controller or data_path(DEFAULT_CONTROLLER))
     except ControllerFileError as err:
         parser.error(str(err))  # a clear message and exit 2, no traceback
     interval = weights.action_spec.interval
-    family, steps, arch = next(c for c in CASES if c[0] == args.family)
-    per_call(weights, family, steps, arch)  # warm-up
-    calls = per_call(weights, family, steps, arch)
-    print(f"torch {torch.__version__}, 1 thread, {family} {steps} steps, K = {interval}")
+    family, steps, arch = next(c for c in CASES + CUDA_CASES if c[0] == args.family)
+    per_call(weights, family, steps, arch, args.device)  # warm-up
+    calls = per_call(weights, family, steps, arch, args.device)
+    print(
+        f"torch {torch.__version__}, {args.device}, 1 thread, {family} {steps} steps, "
+        f"K = {interval}"
+    )
     print(f"{'call':22s} {'median us':>10s} {'per block':>10s} {'us per block':>13s}")
     for name, (us, n) in calls.items():
         print(f"{name:22s} {us:10.1f} {n:10.2f} {us * n:13.1f}")
-    print("(_decide includes _read_block_cpu, _block_stats, update_one and act)")
-    pos = by_position(weights, family, steps, arch, interval)
+    print("(_decide includes _read_block_cpu or _block, _block_stats, update_one or update, act)")
+    pos = by_position(weights, family, steps, arch, interval, args.device)
     extra = [c - b for c, b in zip(pos["controller"], pos["cosine"], strict=True)]
     print("optimizer.step() + scheduler step by position in the block (us):")
     print("  cosine     " + " ".join(f"{v:5.0f}" for v in pos["cosine"]))
