@@ -16,7 +16,16 @@ from lrctl.controller import LRController
 from tests.helpers import constant_policy, random_policy, tiny_regression
 
 
-def run_loop(optimizer_name: str, weights, steps: int, zero_after_step: bool = False, losses=None):
+def run_loop(
+    optimizer_name: str,
+    weights,
+    steps: int,
+    zero_after_step: bool = False,
+    losses=None,
+    host_floats: bool | None = None,
+):
+    """`steps` steps of the tiny regression under `LRController`: (LRs, scheduler, optimizer).
+    `host_floats=False` runs the controller's device read path on the CPU."""
     model, x, y = tiny_regression()
     opt = {
         "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
@@ -26,6 +35,8 @@ def run_loop(optimizer_name: str, weights, steps: int, zero_after_step: bool = F
         "adagrad": lambda p: torch.optim.Adagrad(p, lr=1e-2),
     }[optimizer_name](model.parameters())
     sched = LRController(opt, total_steps=steps, controller=weights)
+    if host_floats is not None:
+        sched._host_floats = host_floats
     lrs = []
     for t in range(steps):
         if not zero_after_step:
@@ -231,22 +242,8 @@ def test_device_read_path_decides_as_the_cpu_path(feature_version: int | None) -
     GPU ([K] losses and [G] norms beside features v3's [1, 3] statistics: that mix once failed
     on CUDA at the first decision). Run on the CPU, both paths give the same LRs, step by step,
     for the shipped controller and for random anchored policies of each feature version."""
-    curves = []
-    for host_floats in (True, False):
-        model, x, y = tiny_regression(3)
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        weights = None if feature_version is None else random_policy(2, ANCHORED, feature_version)
-        sched = LRController(opt, total_steps=60, controller=weights)
-        sched._host_floats = host_floats
-        lrs = []
-        for _ in range(60):
-            opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            loss.backward()
-            opt.step()
-            sched.step(loss)
-            lrs.append(opt.param_groups[0]["lr"])
-        curves.append(lrs)
+    weights = None if feature_version is None else random_policy(2, ANCHORED, feature_version)
+    curves = [run_loop("adam", weights, 60, host_floats=host)[0] for host in (True, False)]
     assert len(set(curves[0])) > 5  # the policy moved the LR: decisions were taken and applied
     np.testing.assert_allclose(curves[1], curves[0], rtol=1e-4)  # float32 on the device path
 
