@@ -141,10 +141,10 @@ def judge(
             f"{len(shipped)}): the i-th of each is the same suite and horizon"
         )
     frames, vs_cos = [], {"candidate": [], "shipped": []}
+    names = [d.parent.name if d.name == "val" else d.name for d in candidate]
     for i, (c_dir, s_dir) in enumerate(zip(candidate, shipped, strict=True)):
         c_runs, s_runs = (pd.read_csv(runs_csv(d)) for d in (c_dir, s_dir))
-        name = c_dir.name if c_dir.name != "val" else c_dir.parent.name
-        label = name if len(candidate) == len({d.name for d in candidate}) else f"{i}:{name}"
+        label = names[i] if len(set(names)) == len(names) else f"{i}:{names[i]}"
         frame = paired_frame(controller_runs(c_runs), controller_runs(s_runs), label, cap)
         if frame.empty:
             raise ValueError(
