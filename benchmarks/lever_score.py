@@ -13,9 +13,10 @@ Intel machine of 2026-12-03, 10 on the AMD machine of 2026-12-04, the same seeds
 judge the shipped controller on the same baselines first and pass its score and mean G1 ratio
 (`--to-beat 10 --shipped-g1 0.996` there, at 3 evaluation seeds; `--to-beat 6 --shipped-g1
 1.014` at 5); a tie then needs a lower mean G1 ratio than the shipped one's. The counts move
-with seed noise: decide with benchmarks/paired_judge.py, this score beside it. Reads the quality_bar.json files the benchmark writes; a folder
-judged before those files existed gets them by rerunning the same bench_controller.sh
-command (every run comes from the store, nothing is retrained).
+with seed noise: decide with benchmarks/paired_judge.py, this score beside it. Reads the
+quality_bar.json files the benchmark writes; a folder judged before those files existed gets
+them by rerunning the same bench_controller.sh command (every run comes from the store,
+nothing is retrained).
 """
 
 from __future__ import annotations

@@ -145,17 +145,18 @@ def judge(
     for i, (c_dir, s_dir) in enumerate(zip(candidate, shipped, strict=True)):
         c_runs, s_runs = (pd.read_csv(runs_csv(d)) for d in (c_dir, s_dir))
         label = names[i] if len(set(names)) == len(names) else f"{i}:{names[i]}"
-        frame = paired_frame(controller_runs(c_runs), controller_runs(s_runs), label, cap)
+        c_ctrl, s_ctrl = controller_runs(c_runs), controller_runs(s_runs)
+        frame = paired_frame(c_ctrl, s_ctrl, label, cap)
         if frame.empty:
             raise ValueError(
                 f"{c_dir} and {s_dir} share no controller run (task, optimizer, factor, "
                 "seed): bench both on the same suite, seeds and --steps"
             )
         frames.append(frame)
-        for name, runs in (("candidate", c_runs), ("shipped", s_runs)):
-            ctrl = controller_runs(runs)
+        paired = frame.set_index(KEY).index
+        for name, ctrl, runs in (("candidate", c_ctrl, c_runs), ("shipped", s_ctrl, s_runs)):
             cos = controller_runs(runs, "cosine")
-            keys = frame.set_index(KEY).index.intersection(cos.index)
+            keys = paired.intersection(cos.index)
             vs_cos[name].append(log_ratio(ctrl[keys].to_numpy(), cos[keys].to_numpy(), cap))
     frame = pd.concat(frames, ignore_index=True)
     cells = cell_groups(frame)
@@ -212,13 +213,27 @@ def main(argv: list[str] | None = None) -> int:
         "runs/judge/L31s0_seeds5_short300 --shipped runs/judge/v9_seeds5 "
         "runs/judge/v9_seeds5_short300",
     )
-    parser.add_argument("--candidate", type=Path, nargs="+", required=True,
-                        help="bench folders of the candidate (one per suite/horizon)")  # fmt: skip
-    parser.add_argument("--shipped", type=Path, nargs="+", required=True,
-                        help="bench folders of the shipped controller, in the same order")  # fmt: skip
-    parser.add_argument("--cap", type=float, default=10.0,
-                        help="a run's ratio is clipped to [1/cap, cap]; a diverged run counts as cap "
-                        "times the other's loss (default 10)")  # fmt: skip
+    parser.add_argument(
+        "--candidate",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="bench folders of the candidate (one per suite/horizon)",
+    )
+    parser.add_argument(
+        "--shipped",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="bench folders of the shipped controller, in the same order",
+    )
+    parser.add_argument(
+        "--cap",
+        type=float,
+        default=10.0,
+        help="a run's ratio is clipped to [1/cap, cap]; a diverged run counts as cap "
+        "times the other's loss (default 10)",
+    )
     parser.add_argument("--bootstrap", type=int, default=2000, help="resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--json", type=Path, help="also write the verdict as JSON here")
