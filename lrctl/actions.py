@@ -19,6 +19,11 @@ where `factor` is what the decisions move, kept inside `lr_band`:
   scale term integrates the actions (log scale += beta * a per decision, beta such that a run
   of constant a = 1 crosses `scale_band` in `scale_time` of the run, and in no fewer than
   `scale_min_decisions` decisions), able to rescue a base LR off by up to `scale_band`.
+  With `dither` d > 0 the factor of every other block is multiplied by exp(+d) and that of
+  the blocks between by exp(-d) (`dither_sign`): a known, alternating probe of the LR whose
+  answer in the loss (features v5's `lr_response`) says which way the LR should go, as a
+  lock-in amplifier reads a signal it modulates. The policy's own moves are smooth and
+  follow the run's trend, so their answer is confounded with it; the probe's is not.
 
 The observation's log_lr_ratio is log(factor) in both modes: the controller's own deviation.
 """
@@ -80,6 +85,10 @@ class ActionSpec:
     """Anchored: the fewest decisions in which the scale term may cross `scale_band`, whatever
     the run's length. With 1 (files from before this field) a run of 4 decisions crosses the
     whole band in one, and one bad decision moves the LR 100x."""
+    dither: float = 0.0
+    """Anchored: d, the alternating probe's log-factor (module docstring): the LR of the block
+    after decision n (n = steps done // K) is multiplied by exp(d * `dither_sign`(n)). 0 (files
+    from before this field): no probe."""
 
     def __post_init__(self) -> None:
         if self.interval < 1:
@@ -111,6 +120,10 @@ class ActionSpec:
                 f"scale_min_decisions must be a whole number >= 1, got {self.scale_min_decisions}"
             )
         object.__setattr__(self, "scale_min_decisions", int(self.scale_min_decisions))
+        if not (0 <= self.dither <= 1):
+            raise UsageError(f"dither must be in [0, 1] (a log-factor), got {self.dither}")
+        if self.dither and not self.anchored:
+            raise UsageError("dither is part of the anchored action; set mode 'anchored' or 0")
 
     @property
     def anchored(self) -> bool:
@@ -135,33 +148,48 @@ class ActionSpec:
         beta = width / decisions
         return float(beta) if np.ndim(beta) == 0 else beta
 
+    def dither_sign(self, steps_done: int | np.ndarray) -> int | np.ndarray:
+        """+1 or -1: the probe's sign for the block after the decision taken with
+        `steps_done` optimizer steps done (decision n = steps_done // K; odd n: +1)."""
+        if np.ndim(steps_done):
+            return 2 * (np.asarray(steps_done) // self.interval % 2) - 1
+        return 2 * (int(steps_done) // self.interval % 2) - 1
+
     def decide(
         self,
         factor: float | np.ndarray,
         log_scale: float | np.ndarray,
         action: float | np.ndarray,
         total_steps: int | np.ndarray,
+        steps_done: int | np.ndarray | None = None,
     ):
         """One decision: (factor, log_scale) -> the next (factor, log_scale).
 
         Recursive: factor * m_max ** a, in the band (log_scale stays 0). Anchored:
-        log_scale += beta * a (in `scale_band`), factor = exp(log_scale + alpha * a), in the
-        band. The action is clipped to [-1, 1]; NaN reads as 0."""
+        log_scale += beta * a (in `scale_band`), factor = exp(log_scale + alpha * a
+        + dither * dither_sign(steps_done)), in the band. The action is clipped to [-1, 1];
+        NaN reads as 0. `steps_done` (the run's optimizer steps so far) is needed with a
+        dither only."""
         if not self.anchored:
             return self.next_lr(factor, 1.0, action), log_scale
+        probe = 0.0
+        if self.dither:
+            if steps_done is None:
+                raise UsageError("an ActionSpec with a dither needs steps_done to decide")
+            probe = self.dither * self.dither_sign(steps_done)
         lo, hi = self.lr_band
         slo, shi = self.scale_band
         if isinstance(action, float) and isinstance(log_scale, float):  # the runtime's path
             a = 0.0 if math.isnan(action) else min(max(action, -1.0), 1.0)
             beta = float(self.scale_step(total_steps))
             log_scale = min(max(log_scale + beta * a, math.log(slo)), math.log(shi))
-            new = math.exp(log_scale + self.residual * a)
+            new = math.exp(log_scale + self.residual * a + probe)
             return min(max(new, lo), hi), log_scale
         a = np.clip(np.nan_to_num(np.asarray(action, dtype=np.float64), nan=0.0), -1.0, 1.0)
         log_scale = np.clip(
             np.asarray(log_scale) + self.scale_step(total_steps) * a, math.log(slo), math.log(shi)
         )
-        return np.clip(np.exp(log_scale + self.residual * a), lo, hi), log_scale
+        return np.clip(np.exp(log_scale + self.residual * a + probe), lo, hi), log_scale
 
     def multiplier(self, action: float | np.ndarray) -> float | np.ndarray:
         """exp(a * log m_max), with a clipped to [-1, 1] and NaN read as 0 (no change)."""
@@ -219,4 +247,5 @@ class ActionSpec:
             float(d.get("scale_time", 0.0)),
             tuple(map(float, d.get("scale_band", (0.1, 10.0)))),
             int(d.get("scale_min_decisions", 1)),  # absent before the floor: one decision
+            float(d.get("dither", 0.0)),  # absent before the probe: none
         )

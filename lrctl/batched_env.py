@@ -258,7 +258,9 @@ class BatchedLRControlEnv(VecEnv):
         spec = self.action_spec
         rows = np.arange(n)
         if spec.anchored:
-            factor, log_scale = spec.decide(self._factor, self._log_scale, acts, episodes.horizon)
+            factor, log_scale = spec.decide(
+                self._factor, self._log_scale, acts, episodes.horizon, episodes.t
+            )
             self._factor = np.where(dead, self._factor, factor)
             self._log_scale = np.where(dead, self._log_scale, log_scale)
         else:

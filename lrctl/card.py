@@ -99,6 +99,8 @@ def _action_line(cfg: dict) -> str:
             )
             if cfg.get("scale_min_decisions", 1) > 1:
                 scale += f" and in no fewer than {cfg['scale_min_decisions']} decisions"
+        if cfg.get("dither", 0.0) > 0:
+            scale += f", probed by x exp(+-{cfg['dither']}) on alternate blocks"
         return (
             f"A PPO policy that sets the learning rate every {cfg['interval']} optimizer steps to "
             f"cosine annealing from the base LR times exp({cfg['residual']} x a), a in [-1, 1]"

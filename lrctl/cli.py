@@ -42,6 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
                 ("--feature-version", args.feature_version),
                 ("--scale-time", args.scale_time),
                 ("--scale-min-decisions", args.scale_min_decisions),
+                ("--dither", args.dither),
                 ("--lr-shock", args.lr_shock),
             )
             if value is not None
@@ -67,6 +68,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "feature_version": args.feature_version,
             "scale_time": args.scale_time,
             "scale_min_decisions": args.scale_min_decisions,
+            "dither": args.dither,
             "lr_shock": args.lr_shock,
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
@@ -417,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --scale-time: the scale term crosses its band in no fewer than N decisions, "
         "however short the run, so that one decision of a short run cannot move the LR 100x "
         "(TrainConfig.scale_min_decisions; 1, the default: no floor)",
+    )
+    p.add_argument(
+        "--dither",
+        type=float,
+        metavar="D",
+        help="anchored only, a research lever: probe the LR by multiplying every other block's "
+        "LR by exp(D) and the others' by exp(-D), so that features v5's lr_response reads the "
+        "loss's answer to a known move (TrainConfig.dither; 0, the default: no probe)",
     )
     p.add_argument(
         "--lr-shock",

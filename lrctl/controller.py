@@ -454,7 +454,7 @@ class LRController:
             self.last_actions[i] = action
             if self.spec.anchored:
                 factor, log_scale = self.spec.decide(
-                    scale, self._log_scales[i], action, self.total_steps
+                    scale, self._log_scales[i], action, self.total_steps, self._t
                 )
                 self._scales[i], self._log_scales[i] = float(factor), float(log_scale)
             else:

@@ -265,7 +265,7 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
             a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
             if self.action_spec.anchored:
                 self._factor, self._log_scale = self.action_spec.decide(
-                    self._factor, self._log_scale, a, self.run_spec.steps
+                    self._factor, self._log_scale, a, self.run_spec.steps, int(self.episode.t[0])
                 )
             else:
                 run.set_lr(self.action_spec.next_lr(run.lr, run.base_lr, a))

@@ -65,7 +65,7 @@ from lrctl.shocks import check_probability
 from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
-CONFIG_VERSION = 7
+CONFIG_VERSION = 8
 """The config format this code writes; older ones are migrated one version at a time
 (`MIGRATIONS`), newer ones refused."""
 
@@ -120,6 +120,10 @@ class TrainConfig:
     """Anchored: the fewest decisions in which the scale term may cross `scale_band`, however
     short the run (1: a run of four decisions may cross it in one). Configs before version 6
     had no floor (1)."""
+    dither: float = 0.0
+    """Anchored: the alternating probe's log-factor (`ActionSpec.dither`): every other block's
+    LR is multiplied by exp(+d), the others' by exp(-d), so that features v5's `lr_response`
+    reads the loss's answer to a known move. 0 (configs before version 8): no probe."""
     relative_reward: bool = False
     """Reward each block's improvement minus that of a reference run (the same spec and seed
     under cosine from the same base LR, trained alongside: twice the inner steps), so that
@@ -178,7 +182,7 @@ class TrainConfig:
     eval_episodes: int = 8
     """Episodes per evaluation (fixed seeds, deterministic policy)."""
     version: int = CONFIG_VERSION
-    """Config format version: 0 (a file without the field) to 7 (see `MIGRATIONS`)."""
+    """Config format version: 0 (a file without the field) to 8 (see `MIGRATIONS`)."""
 
     @property
     def action_spec(self) -> ActionSpec:
@@ -192,6 +196,7 @@ class TrainConfig:
             self.scale_time,
             tuple(self.scale_band),
             self.scale_min_decisions,
+            self.dither,
         )
 
     def resolved_n_envs(self) -> int:
@@ -383,6 +388,12 @@ def _v6_to_v7(data: dict) -> dict:
     return data
 
 
+def _v7_to_v8(data: dict) -> dict:
+    """Version 8 added `dither`; a version-7 config probed nothing (0)."""
+    data.setdefault("dither", 0.0)
+    return data
+
+
 MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v0_to_v1,
     _v1_to_v2,
@@ -391,6 +402,7 @@ MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v4_to_v5,
     _v5_to_v6,
     _v6_to_v7,
+    _v7_to_v8,
 )
 """`MIGRATIONS[n]` turns the fields of a version-n config into those of version n + 1; a config
 is migrated by each from its own version on. A format change bumps `CONFIG_VERSION` and adds

@@ -21,6 +21,7 @@ from tests.helpers import config_from_cli
 
 ANCHORED = ActionSpec(mode="anchored", residual=0.5)
 WITH_SCALE = ActionSpec(mode="anchored", residual=0.5, scale_time=0.25)
+DITHERED = ActionSpec(mode="anchored", residual=0.5, scale_time=0.25, dither=0.2)
 
 
 def test_cosine_anchor_is_torch_cosine_annealing() -> None:
@@ -110,6 +111,34 @@ def test_cli_scale_floor_flag(tmp_path, monkeypatch, capsys) -> None:
     assert "cross its range in 25% of a run and in no fewer than 10 decisions" in line
 
 
+def test_dither_alternates_the_factor_around_the_undithered_one() -> None:
+    """Decision n (steps done // K) multiplies the factor by exp(+d) when n is odd, exp(-d)
+    when even; the scale term never sees the probe; scalar and vector paths agree."""
+    k = DITHERED.interval
+    assert [DITHERED.dither_sign(n * k) for n in (1, 2, 3, 4)] == [1, -1, 1, -1]
+    assert DITHERED.dither_sign(np.array([k, 2 * k + 3])).tolist() == [1, -1]
+    for n, sign in ((1, 1), (2, -1)):
+        f, s = DITHERED.decide(1.0, 0.0, 0.5, 1000, n * k)
+        f0, s0 = WITH_SCALE.decide(1.0, 0.0, 0.5, 1000)
+        assert s == s0
+        assert f == pytest.approx(f0 * math.exp(sign * 0.2), rel=1e-12)
+    fv, sv = DITHERED.decide(
+        np.ones(2), np.zeros(2), np.array([0.5, 0.5]), np.array([1000, 1000]), np.array([k, 2 * k])
+    )
+    np.testing.assert_allclose(fv, [DITHERED.decide(1.0, 0.0, 0.5, 1000, n * k)[0] for n in (1, 2)])
+    np.testing.assert_allclose(sv, [s0, s0])
+    with pytest.raises(UsageError, match="steps_done"):
+        DITHERED.decide(1.0, 0.0, 0.5, 1000)
+    with pytest.raises(UsageError, match="anchored"):
+        ActionSpec(dither=0.1)
+    with pytest.raises(UsageError, match="dither"):
+        replace(DITHERED, dither=-0.1)
+    assert ActionSpec.from_dict(DITHERED.to_dict()) == DITHERED
+    old = WITH_SCALE.to_dict()
+    del old["dither"]
+    assert ActionSpec.from_dict(old).dither == 0.0
+
+
 def test_vectorised_decision_equals_the_scalar_one() -> None:
     actions = np.array([1.0, -0.3, 0.0, 0.8])
     f, s = WITH_SCALE.decide(np.ones(4), np.zeros(4), actions, np.array([100, 400, 1000, 5000]))
@@ -156,7 +185,7 @@ def test_env_action_moves_the_lr_around_the_anchor() -> None:
     assert obs[10] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("action_spec", [ANCHORED, WITH_SCALE])
+@pytest.mark.parametrize("action_spec", [ANCHORED, WITH_SCALE, DITHERED])
 def test_batched_members_match_the_single_env(action_spec: ActionSpec) -> None:
     base = _spec(80)
     specs = [
@@ -298,13 +327,14 @@ def test_base_needs_an_anchored_controller() -> None:
                      base=torch.optim.lr_scheduler.ReduceLROnPlateau(opt))  # fmt: skip
 
 
-def test_env_and_controller_agree_on_the_lr_trajectory() -> None:
+@pytest.mark.parametrize("with_dither", [False, True])
+def test_env_and_controller_agree_on_the_lr_trajectory(with_dither: bool) -> None:
     """The env (what PPO trains on) and the runtime give the same LRs for the same policy."""
     from lrctl.controller import LRController
     from lrctl.training import train
 
     spec = _spec(43)
-    action_spec = replace(WITH_SCALE, interval=10)
+    action_spec = replace(DITHERED if with_dither else WITH_SCALE, interval=10)
     weights = _weights(0.6, action_spec)
     weights = replace(weights, action_spec=action_spec)
     env = LRControlEnv(action_spec=action_spec, max_val_examples=None)
@@ -432,3 +462,18 @@ def test_controller_state_carries_its_base_schedule() -> None:
         plain.load_state_dict(state)
     assert plain.state_dict()["t"] == before["t"] == 0
     assert opt.param_groups[0]["lr"] == 0.05
+
+
+def test_cli_dither_flag(tmp_path, monkeypatch, capsys) -> None:
+    """`lrctl train --action-mode anchored --dither D` trains with the probe; with the
+    recursive action it is refused in one line, before anything is written."""
+    from lrctl.cli import main
+
+    argv = ["train", "--action-mode", "anchored", "--dither", "0.15"]
+    cfg = config_from_cli(monkeypatch, [*argv, "--run-dir", str(tmp_path / "r")])
+    assert cfg.dither == 0.15 and cfg.action_spec.dither == 0.15
+    run_dir = tmp_path / "r2"
+    assert main(["train", "--dither", "0.15", "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "dither" in err and "anchored" in err and len(err.strip().splitlines()) == 1
+    assert not run_dir.exists()

@@ -273,6 +273,7 @@ def test_version_1_config_loads_with_its_own_values() -> None:
         "scale_time": 0.0,
         "scale_band": [0.1, 10.0],
         "scale_min_decisions": 1,
+        "dither": 0.0,
         "relative_reward": False,
         "feature_version": 2,
         "lr_shock": 0.0,
