@@ -87,8 +87,9 @@ class ActionSpec:
     whole band in one, and one bad decision moves the LR 100x."""
     dither: float = 0.0
     """Anchored: d, the alternating probe's log-factor (module docstring): the LR of the block
-    after decision n (n = steps done // K) is multiplied by exp(d * `dither_sign`(n)). 0 (files
-    from before this field): no probe."""
+    after a decision is multiplied by exp(d * `dither_sign`(steps done)), +1 after odd
+    decisions (steps done // K) and -1 after even ones; log_lr_ratio, log(factor), includes
+    it. 0 (files from before this field): no probe."""
 
     def __post_init__(self) -> None:
         if self.interval < 1:
