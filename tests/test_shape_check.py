@@ -1,0 +1,61 @@
+"""benchmarks/shape_check.py: fixed LR shapes over cosine per (family, optimizer) of a suite."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "shape_check.py"
+SUITE = """version = 1
+name = "tiny"
+
+[[family]]
+name = "noisy_quadratic"
+steps = [100, 100]
+batch_sizes = [8]
+"""
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("shape_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shapes_are_what_their_names_say() -> None:
+    shapes = _module().SHAPES
+    assert [shapes["cosine"](f) for f in (0, 0.5, 1)] == pytest.approx([1, 0.5, 0])
+    assert [shapes["linear"](f) for f in (0, 0.25, 1)] == pytest.approx([1, 0.75, 0])
+    assert [shapes["hold_half"](f) for f in (0, 0.49, 0.75, 1)] == pytest.approx([1, 1, 0.5, 0])
+    assert shapes["constant"](0.9) == 1 and shapes["cosine_x2"](0.5) == pytest.approx(1.0)
+    assert shapes["cosine"](1.5) == pytest.approx(0.0) and math.isfinite(shapes["cosine"](-1))
+
+
+def test_one_step_runs_tell_the_shapes_apart_only_by_their_first_lr(tmp_path, capsys) -> None:
+    """With a single step every shape but cosine x2 starts at the base LR, so their final
+    losses equal cosine's exactly; cosine x2's first step is twice as large."""
+    module = _module()
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE)
+    rows = module.shape_ratios(str(suite), ("momentum", "adam"), seeds=1, steps=1)
+    assert [(r["family"], r["optimizer"]) for r in rows] == [
+        ("noisy_quadratic", "momentum"),
+        ("noisy_quadratic", "adam"),
+    ]
+    for r in rows:
+        assert (r["linear"], r["hold_half"], r["constant"]) == (1.0, 1.0, 1.0)
+        assert r["cosine_x2"] != 1.0 and math.isfinite(r["cosine_x2"])
+    assert module.main([str(suite), "--seeds", "1", "--steps", "1", "--optimizers", "sgd"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| family | optimizer | linear | hold_half | constant | cosine_x2 |"
+    assert table[2].startswith("| noisy_quadratic | sgd | 1.000 | 1.000 | 1.000 |")
+
+
+def test_an_unknown_suite_is_one_line_and_rc_2(capsys) -> None:
+    assert _module().main(["no_such_suite"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shape_check: ") and len(err.strip().splitlines()) == 1
