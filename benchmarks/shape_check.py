@@ -18,20 +18,21 @@ linear decay, but not "hold, then cosine", and one `LambdaLR` keeps the five sid
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable
 
 import numpy as np
 from torch.optim.lr_scheduler import LambdaLR
 
+from lrctl.actions import cosine_anchor
 from lrctl.errors import LrctlError
 from lrctl.tasks import load_suite
 from lrctl.training import train
 
 
 def _cosine(frac: float) -> float:
-    return 0.5 * (1.0 + math.cos(math.pi * min(max(frac, 0.0), 1.0)))
+    """Cosine annealing from 1 to 0 at this fraction of the run (the controller's anchor)."""
+    return cosine_anchor(frac, 1.0)
 
 
 SHAPES: dict[str, Callable[[float], float]] = {

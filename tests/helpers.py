@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import torch
 
 from lrctl.actions import ActionSpec
@@ -81,3 +85,16 @@ def config_from_cli(monkeypatch, argv: list[str]):
     with pytest.raises(Captured) as caught:
         main(argv)
     return caught.value.args[0]
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """The module of `benchmarks/NAME.py` (benchmarks are scripts, not a package), registered in
+    sys.modules so that its dataclasses can look their module up."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

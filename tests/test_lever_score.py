@@ -3,20 +3,16 @@ quality_bar.json files (the full val suite and val at 300 steps)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lever_score.py"
+from tests.helpers import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("lever_score", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("lever_score")
 
 
 def _doc(passes: list[bool], ratio: float) -> dict:

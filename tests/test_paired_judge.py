@@ -3,28 +3,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_judge.py"
+from tests.helpers import load_benchmark
+
 TASKS = ("hastie_dropout_mlp", "char_lstm")
 FACTORS = (0.1, 1.0, 10.0)
 SEEDS = (1000, 1001, 1002, 1003, 1004)
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("paired_judge", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("paired_judge")
 
 
 def _write_bench(folder: Path, scale: float, noise: float = 0.0, seed: int = 0) -> Path:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "shape_check.py"
+from tests.helpers import load_benchmark
+
 SUITE = """version = 1
 name = "tiny"
 
@@ -20,10 +19,7 @@ batch_sizes = [8]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("shape_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("shape_check")
 
 
 def test_shapes_are_what_their_names_say() -> None:
