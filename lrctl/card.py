@@ -86,6 +86,12 @@ def _envs_line(cfg: dict) -> str:
     return f"{n} environments in parallel (SubprocVecEnv)"
 
 
+def _hidden_text(cfg: dict) -> str:
+    """The features the policy never saw (`TrainConfig.hidden_features`), if any."""
+    hidden = cfg.get("hidden_features") or []
+    return f", except {', '.join(hidden)}, which it never sees" if hidden else ""
+
+
 def _action_line(cfg: dict) -> str:
     """What the policy's action does, from the run's config (recursive or anchored)."""
     band = f"[{cfg['lr_band'][0]}, {cfg['lr_band'][1]}]"
@@ -181,7 +187,7 @@ def write_card(
     text = f"""# lrctl default controller
 
 {_action_line_of_file(cfg, controller_file)}
-from the scale-free features of `lrctl/features.py` (version in the file's metadata).
+from the scale-free features of `lrctl/features.py` (version in the file's metadata){_hidden_text(cfg)}.
 
 - File: `{controller_file.name}` (safetensors, no pickle; `lrctl info {controller_file}`)
 - Trained on: `envs/{Path(cfg["suite"]).stem}.toml` (suite `{cfg["suite"]}`){_shock_text(cfg)}; evaluated on the held-out `{cfg["eval_suite"]}` suite

@@ -43,6 +43,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
                 ("--scale-time", args.scale_time),
                 ("--scale-min-decisions", args.scale_min_decisions),
                 ("--dither", args.dither),
+                ("--hide-features", args.hide_features),
                 ("--lr-shock", args.lr_shock),
             )
             if value is not None
@@ -69,6 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "scale_time": args.scale_time,
             "scale_min_decisions": args.scale_min_decisions,
             "dither": args.dither,
+            "hidden_features": args.hide_features,
             "lr_shock": args.lr_shock,
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
@@ -427,6 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="anchored only, a research lever: probe the LR by multiplying every other block's "
         "LR by exp(D) and the others' by exp(-D), so that features v5's lr_response reads the "
         "loss's answer to a known move (TrainConfig.dither; 0, the default: no probe)",
+    )
+    p.add_argument(
+        "--hide-features",
+        nargs="+",
+        metavar="NAME",
+        help="a research lever: features the policy never sees (they read 0 in training, and "
+        "the exported file ignores them), e.g. --hide-features progress; names as in "
+        "lrctl/features.py (TrainConfig.hidden_features; default: none hidden)",
     )
     p.add_argument(
         "--lr-shock",

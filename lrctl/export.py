@@ -19,6 +19,7 @@ from stable_baselines3 import PPO
 from lrctl import __version__
 from lrctl.controller_file import ControllerWeights, save_controller
 from lrctl.errors import UsageError
+from lrctl.hidden_features import feature_indices, without_columns
 from lrctl.ppo import TrainConfig, latest_checkpoint
 
 
@@ -37,7 +38,7 @@ def weights_from_model(
     model: PPO, vecnormalize, cfg: TrainConfig, provenance: dict
 ) -> ControllerWeights:
     rms = vecnormalize.obs_rms
-    return ControllerWeights(
+    weights = ControllerWeights(
         layers=policy_layers(model),
         obs_mean=torch.as_tensor(rms.mean, dtype=torch.float32),
         obs_var=torch.as_tensor(rms.var, dtype=torch.float32),
@@ -47,6 +48,8 @@ def weights_from_model(
         provenance=provenance,
         feature_version=cfg.feature_version,
     )
+    # Features hidden in training read 0 there; the file ignores them (lrctl.hidden_features).
+    return without_columns(weights, feature_indices(cfg.hidden_features, cfg.feature_version))
 
 
 def _model_folder(run_dir: Path) -> Path:

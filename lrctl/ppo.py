@@ -61,11 +61,12 @@ from lrctl.batched_env import BatchedLRControlEnv, split_suite
 from lrctl.episodes import resolve_feature_version
 from lrctl.errors import ConfigError, UsageError
 from lrctl.features import FEATURE_VERSION
+from lrctl.hidden_features import HideFeatures, feature_indices, hide
 from lrctl.shocks import check_probability
 from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
-CONFIG_VERSION = 8
+CONFIG_VERSION = 9
 """The config format this code writes; older ones are migrated one version at a time
 (`MIGRATIONS`), newer ones refused."""
 
@@ -138,6 +139,11 @@ class TrainConfig:
     3 (adds the last update's size relative to the parameters and the last two gradients'
     cosine; needs grad_norm_steps >= 2). Recorded in the exported controller file. Configs
     written before this field observed version 2."""
+    hidden_features: tuple[str, ...] = ()
+    """Features the policy never sees: they read 0 in every observation of training and of
+    the periodic evaluation, and the exported file's first layer ignores them
+    (`lrctl.hidden_features`). Names from `lrctl.features.feature_names(feature_version)`,
+    e.g. ["progress"]. () (configs before version 9): the policy sees every feature."""
     n_steps: int = 0
     """Rollout length per env slot between PPO updates; 0: 512 without `batched`, else
     1024 // n_envs (at least 16), so that an update sees about as many decisions as the
@@ -182,7 +188,7 @@ class TrainConfig:
     eval_episodes: int = 8
     """Episodes per evaluation (fixed seeds, deterministic policy)."""
     version: int = CONFIG_VERSION
-    """Config format version: 0 (a file without the field) to 8 (see `MIGRATIONS`)."""
+    """Config format version: 0 (a file without the field) to 9 (see `MIGRATIONS`)."""
 
     @property
     def action_spec(self) -> ActionSpec:
@@ -259,6 +265,10 @@ class TrainConfig:
             resolve_feature_version(self.feature_version, spec)
         except UsageError as exc:
             raise ConfigError(f"config field feature_version: {exc}") from None
+        try:
+            feature_indices(self.hidden_features, self.feature_version)
+        except UsageError as exc:
+            raise ConfigError(f"config field {exc}") from None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -292,7 +302,7 @@ class TrainConfig:
             )
         for name, value in data.items():
             _check_type(source, name, value, known[name].default)
-        for key in ("lr_band", "net_arch", "scale_band"):
+        for key in ("lr_band", "net_arch", "scale_band", "hidden_features"):
             if key in data:
                 data[key] = tuple(data[key])
         cfg = cls(**data)
@@ -314,6 +324,10 @@ class TrainConfig:
         return cls.from_dict(data, str(path), default_version=0)
 
 
+_NAME_TUPLES = ("hidden_features",)
+"""Tuple fields whose entries are names, not numbers."""
+
+
 def _check_type(source: str, name: str, value: object, default: object) -> None:
     """A field's value has its default's type (an int passes for a float, a list for a tuple)."""
     if default is None:  # an optional field: the dataclass and validate() say more
@@ -324,6 +338,8 @@ def _check_type(source: str, name: str, value: object, default: object) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif name in _NAME_TUPLES:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
     elif isinstance(default, tuple):
         ok = isinstance(value, (list, tuple)) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
@@ -394,6 +410,12 @@ def _v7_to_v8(data: dict) -> dict:
     return data
 
 
+def _v8_to_v9(data: dict) -> dict:
+    """Version 9 added `hidden_features`; a version-8 policy saw every feature."""
+    data.setdefault("hidden_features", [])
+    return data
+
+
 MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v0_to_v1,
     _v1_to_v2,
@@ -403,6 +425,7 @@ MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v5_to_v6,
     _v6_to_v7,
     _v7_to_v8,
+    _v8_to_v9,
 )
 """`MIGRATIONS[n]` turns the fields of a version-n config into those of version n + 1; a config
 is migrated by each from its own version on. A format change bumps `CONFIG_VERSION` and adds
@@ -504,6 +527,8 @@ def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize
         parts.append(_single_envs(single, cfg, n_single, cfg.seed + sum(sizes), subprocess))
     venv = parts[0] if len(parts) == 1 else ConcatVecEnv(parts)
     venv.seed(cfg.seed)
+    if cfg.hidden_features:
+        venv = HideFeatures(venv, feature_indices(cfg.hidden_features, cfg.feature_version))
     return VecNormalize(
         VecMonitor(venv), norm_obs=True, norm_reward=True, clip_obs=cfg.clip_obs, gamma=cfg.gamma
     )
@@ -582,11 +607,13 @@ def evaluate_on_suite(
         relative=cfg.relative_reward,
         feature_version=cfg.feature_version,
     )
+    hidden = feature_indices(cfg.hidden_features, cfg.feature_version)
     returns, diverged, ratios = [], [], []
     for ep in range(episodes):
         obs, info = env.reset(seed=seed + ep)
         total, done = 0.0, False
         while not done:
+            obs = hide(obs, hidden) if hidden else obs
             norm = np.clip(
                 (obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -cfg.clip_obs, cfg.clip_obs
             )

@@ -177,6 +177,7 @@ LAYERS = {
     ),
     "RL": (
         "lrctl.episodes", "lrctl.shocks", "lrctl.env", "lrctl.batched_env", "lrctl.vec_concat",
+        "lrctl.hidden_features",
         "lrctl.policies", "lrctl.ppo", "lrctl.export", "lrctl.ensemble", "lrctl.card",
     ),
     "bench": ("lrctl.bench",),
