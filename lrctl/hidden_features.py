@@ -11,7 +11,7 @@ Why: a lever (agents/default/iterations.md, L37) asks whether a policy that cann
 fraction of the run done learns to read the run instead of a time-shaped prior.
 
 SB3 has no VecEnv wrapper that masks entries of a box observation (`VecExtractDictObs`
-selects keys of a dict observation), so this one is written here; it only multiplies.
+selects keys of a dict observation), so this one is written here; it only sets entries to 0.
 """
 
 from __future__ import annotations
