@@ -94,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{mean:.3f}; to beat: {args.to_beat}, or {args.to_beat} with a mean G1 below "
         f"{args.shipped_g1:.3f}"
     )
+    # Since L32 the rule also needs the paired verdict (benchmarks/paired_judge.py): this
+    # line says only whether the score clears its part.
     print(
-        "verdict: replaces the shipped controller if the full test suite is green"
+        "score rule: passed; the candidate replaces the shipped controller if "
+        "benchmarks/paired_judge.py also says 'candidate better' and the full test suite is green"
         if wins
-        else "verdict: the shipped controller stays"
+        else "score rule: not passed; the shipped controller stays"
     )
     return 0
 
