@@ -98,3 +98,14 @@ def load_benchmark(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def noisy_quadratic_suite(folder: Path, steps: int) -> Path:
+    """A one-family suite file in `folder`: noisy_quadratic at exactly `steps` steps, batch 8
+    (the smallest real runs, for the benchmark scripts' tests)."""
+    path = folder / "tiny.toml"
+    path.write_text(
+        'version = 1\nname = "tiny"\n\n[[family]]\nname = "noisy_quadratic"\n'
+        f"steps = [{steps}, {steps}]\nbatch_sizes = [8]\n"
+    )
+    return path

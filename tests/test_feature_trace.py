@@ -6,24 +6,14 @@ import numpy as np
 
 from lrctl.controller_file import controller_weights
 from lrctl.features import feature_names
-from tests.helpers import load_benchmark
-
-SUITE = """version = 1
-name = "tiny"
-
-[[family]]
-name = "noisy_quadratic"
-steps = [90, 90]
-batch_sizes = [8]
-"""
+from tests.helpers import load_benchmark, noisy_quadratic_suite
 
 
 def test_trace_has_a_row_per_third_with_the_observed_features(tmp_path) -> None:
     """A 90-step run has 9 decisions, 3 per third: progress rises through the thirds, the
     actions are the policy's (in [-1, 1]) and every feature of the file is a column."""
     module = load_benchmark("feature_trace")
-    suite = tmp_path / "tiny.toml"
-    suite.write_text(SUITE)
+    suite = noisy_quadratic_suite(tmp_path, 90)
     weights = controller_weights(None)
     table = module.trace(weights, str(suite), None, ["momentum"], seeds=1)
     assert list(table["third"]) == [1, 2, 3]

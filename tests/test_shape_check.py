@@ -6,16 +6,7 @@ import math
 
 import pytest
 
-from tests.helpers import load_benchmark
-
-SUITE = """version = 1
-name = "tiny"
-
-[[family]]
-name = "noisy_quadratic"
-steps = [100, 100]
-batch_sizes = [8]
-"""
+from tests.helpers import load_benchmark, noisy_quadratic_suite
 
 
 def _module():
@@ -35,8 +26,7 @@ def test_one_step_runs_tell_the_shapes_apart_only_by_their_first_lr(tmp_path, ca
     """With a single step every shape but cosine x2 starts at the base LR, so their final
     losses equal cosine's exactly; cosine x2's first step is twice as large."""
     module = _module()
-    suite = tmp_path / "tiny.toml"
-    suite.write_text(SUITE)
+    suite = noisy_quadratic_suite(tmp_path, 100)
     rows = module.shape_ratios(str(suite), ("momentum", "adam"), seeds=1, steps=1)
     assert [(r["family"], r["optimizer"]) for r in rows] == [
         ("noisy_quadratic", "momentum"),
