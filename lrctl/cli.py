@@ -39,6 +39,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
                 ("--no-batched", args.no_batched or None),
                 ("--action-mode", args.action_mode),
                 ("--relative-reward", args.relative_reward or None),
+                ("--reward-norm", args.reward_norm),
                 ("--feature-version", args.feature_version),
                 ("--scale-time", args.scale_time),
                 ("--scale-min-decisions", args.scale_min_decisions),
@@ -66,6 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "batched": False if args.no_batched else None,
             "action_mode": args.action_mode,
             "relative_reward": True if args.relative_reward else None,
+            "reward_norm": args.reward_norm,
             "feature_version": args.feature_version,
             "scale_time": args.scale_time,
             "scale_min_decisions": args.scale_min_decisions,
@@ -452,6 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="reward the improvement over a reference run under cosine at the same base LR "
         "(twice the inner steps; TrainConfig.relative_reward)",
+    )
+    p.add_argument(
+        "--reward-norm",
+        choices=("global", "family"),  # lrctl.family_reward_norm.REWARD_NORMS (not imported: SB3)
+        help="how PPO's rewards are scaled: 'global' (one running scale, SB3's VecNormalize; "
+        "the default) or 'family' (one per task family, so that families whose loss moves far "
+        "do not drown the others; lrctl/family_reward_norm.py; TrainConfig.reward_norm)",
     )
     p.add_argument(
         "--feature-version",

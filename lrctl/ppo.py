@@ -60,13 +60,14 @@ from lrctl.atomic import atomic_write_json
 from lrctl.batched_env import BatchedLRControlEnv, split_suite
 from lrctl.episodes import resolve_feature_version
 from lrctl.errors import ConfigError, UsageError
+from lrctl.family_reward_norm import REWARD_NORMS, reward_normaliser
 from lrctl.features import FEATURE_VERSION
 from lrctl.hidden_features import HideFeatures, feature_indices, hide
 from lrctl.shocks import check_probability
 from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
-CONFIG_VERSION = 9
+CONFIG_VERSION = 10
 """The config format this code writes; older ones are migrated one version at a time
 (`MIGRATIONS`), newer ones refused."""
 
@@ -129,6 +130,11 @@ class TrainConfig:
     """Reward each block's improvement minus that of a reference run (the same spec and seed
     under cosine from the same base LR, trained alongside: twice the inner steps), so that
     returns mean "better than cosine at this LR" on every task (`lrctl.episodes`)."""
+    reward_norm: str = "global"
+    """How PPO's rewards are scaled: "global" (SB3's `VecNormalize`: one running scale of the
+    discounted return, pooled over every episode) or "family" (one per task family,
+    `lrctl.family_reward_norm`, so that families whose loss moves far do not drown the others
+    in PPO's advantages). Configs before version 10 were "global"."""
     lr_shock: float = 0.0
     """Probability that a training episode is shocked: from a random step on, the LRs its
     optimizer receives are multiplied by a hidden factor in [0.1, 10] (`lrctl.shocks`), so
@@ -188,7 +194,7 @@ class TrainConfig:
     eval_episodes: int = 8
     """Episodes per evaluation (fixed seeds, deterministic policy)."""
     version: int = CONFIG_VERSION
-    """Config format version: 0 (a file without the field) to 9 (see `MIGRATIONS`)."""
+    """Config format version: 0 (a file without the field) to 10 (see `MIGRATIONS`)."""
 
     @property
     def action_spec(self) -> ActionSpec:
@@ -265,6 +271,11 @@ class TrainConfig:
             resolve_feature_version(self.feature_version, spec)
         except UsageError as exc:
             raise ConfigError(f"config field feature_version: {exc}") from None
+        if self.reward_norm not in REWARD_NORMS:
+            raise ConfigError(
+                f"config field reward_norm must be one of {', '.join(REWARD_NORMS)}, "
+                f"got {self.reward_norm!r}"
+            )
         try:
             feature_indices(self.hidden_features, self.feature_version)
         except UsageError as exc:
@@ -416,6 +427,12 @@ def _v8_to_v9(data: dict) -> dict:
     return data
 
 
+def _v9_to_v10(data: dict) -> dict:
+    """Version 10 added `reward_norm`; a version-9 run scaled rewards globally."""
+    data.setdefault("reward_norm", "global")
+    return data
+
+
 MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v0_to_v1,
     _v1_to_v2,
@@ -426,6 +443,7 @@ MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v6_to_v7,
     _v7_to_v8,
     _v8_to_v9,
+    _v9_to_v10,
 )
 """`MIGRATIONS[n]` turns the fields of a version-n config into those of version n + 1; a config
 is migrated by each from its own version on. A format change bumps `CONFIG_VERSION` and adds
@@ -529,8 +547,13 @@ def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize
     venv.seed(cfg.seed)
     if cfg.hidden_features:
         venv = HideFeatures(venv, feature_indices(cfg.hidden_features, cfg.feature_version))
-    return VecNormalize(
-        VecMonitor(venv), norm_obs=True, norm_reward=True, clip_obs=cfg.clip_obs, gamma=cfg.gamma
+    return reward_normaliser(
+        VecMonitor(venv),
+        cfg.reward_norm,
+        norm_obs=True,
+        norm_reward=True,
+        clip_obs=cfg.clip_obs,
+        gamma=cfg.gamma,
     )
 
 

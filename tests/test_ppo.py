@@ -275,6 +275,7 @@ def test_version_1_config_loads_with_its_own_values() -> None:
         "scale_min_decisions": 1,
         "dither": 0.0,
         "hidden_features": [],
+        "reward_norm": "global",
         "relative_reward": False,
         "feature_version": 2,
         "lr_shock": 0.0,
