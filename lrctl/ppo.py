@@ -46,6 +46,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
     SubprocVecEnv,
@@ -67,7 +68,10 @@ from lrctl.shocks import check_probability
 from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
-CONFIG_VERSION = 10
+CONFIG_VERSION = 11
+
+LR_SCHEDULES = ("constant", "linear")
+"""`TrainConfig.lr_schedule`'s values."""
 """The config format this code writes; older ones are migrated one version at a time
 (`MIGRATIONS`), newer ones refused."""
 
@@ -160,6 +164,12 @@ class TrainConfig:
     """PPO epochs per update."""
     learning_rate: float = 3e-4
     """Adam learning rate of the PPO networks."""
+    lr_schedule: str = "constant"
+    """PPO's learning rate over the run: "constant" or "linear" (from `learning_rate` down to 0
+    at `total_timesteps`, SB3's `LinearSchedule`; the last updates then barely move the
+    policy). A run extended with `--resume --timesteps` follows the line of its new budget
+    (at 200k decisions of 400k: half of `learning_rate`). Configs before version 11 were
+    "constant"."""
     gamma: float = 0.99
     """Discount over decisions."""
     gae_lambda: float = 0.95
@@ -194,7 +204,7 @@ class TrainConfig:
     eval_episodes: int = 8
     """Episodes per evaluation (fixed seeds, deterministic policy)."""
     version: int = CONFIG_VERSION
-    """Config format version: 0 (a file without the field) to 10 (see `MIGRATIONS`)."""
+    """Config format version: 0 (a file without the field) to 11 (see `MIGRATIONS`)."""
 
     @property
     def action_spec(self) -> ActionSpec:
@@ -271,6 +281,11 @@ class TrainConfig:
             resolve_feature_version(self.feature_version, spec)
         except UsageError as exc:
             raise ConfigError(f"config field feature_version: {exc}") from None
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"config field lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                f"got {self.lr_schedule!r}"
+            )
         if self.reward_norm not in REWARD_NORMS:
             raise ConfigError(
                 f"config field reward_norm must be one of {', '.join(REWARD_NORMS)}, "
@@ -433,6 +448,12 @@ def _v9_to_v10(data: dict) -> dict:
     return data
 
 
+def _v10_to_v11(data: dict) -> dict:
+    """Version 11 added `lr_schedule`; a version-10 run kept PPO's learning rate constant."""
+    data.setdefault("lr_schedule", "constant")
+    return data
+
+
 MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v0_to_v1,
     _v1_to_v2,
@@ -444,10 +465,18 @@ MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v7_to_v8,
     _v8_to_v9,
     _v9_to_v10,
+    _v10_to_v11,
 )
 """`MIGRATIONS[n]` turns the fields of a version-n config into those of version n + 1; a config
 is migrated by each from its own version on. A format change bumps `CONFIG_VERSION` and adds
 one function here."""
+
+
+def ppo_learning_rate(cfg: TrainConfig) -> float | LinearSchedule:
+    """What PPO gets as its learning rate: the number, or SB3's linear schedule to 0."""
+    if cfg.lr_schedule == "linear":
+        return LinearSchedule(cfg.learning_rate, 0.0, 1.0)
+    return cfg.learning_rate
 
 
 def _env_factory(
@@ -775,7 +804,7 @@ def train(
             n_steps=cfg.resolved_n_steps(),
             batch_size=cfg.batch_size,
             n_epochs=cfg.n_epochs,
-            learning_rate=cfg.learning_rate,
+            learning_rate=ppo_learning_rate(cfg),
             gamma=cfg.gamma,
             gae_lambda=cfg.gae_lambda,
             clip_range=cfg.clip_range,

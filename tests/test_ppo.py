@@ -276,6 +276,7 @@ def test_version_1_config_loads_with_its_own_values() -> None:
         "dither": 0.0,
         "hidden_features": [],
         "reward_norm": "global",
+        "lr_schedule": "constant",
         "relative_reward": False,
         "feature_version": 2,
         "lr_shock": 0.0,
@@ -353,3 +354,18 @@ def test_cli_refuses_a_config_from_a_newer_lrctl(tmp_path: Path, capsys) -> None
     err = capsys.readouterr().err
     assert err.startswith(f"lrctl: error: {path}: config version {CONFIG_VERSION + 1} is newer")
     assert "upgrade lrctl" in err and len(err.splitlines()) == 1
+
+
+def test_linear_lr_schedule_decays_ppo_learning_rate_to_zero(tiny_cfg, tmp_path) -> None:
+    """`lr_schedule = "linear"`: PPO's Adam LR falls from `learning_rate` toward 0 over the
+    run (SB3 logs the LR of each update); configs before version 11 stay constant."""
+    assert TrainConfig.from_dict({"version": 10}).lr_schedule == "constant"
+    with pytest.raises(ConfigError, match="lr_schedule must be one of constant, linear"):
+        TrainConfig.from_dict({"lr_schedule": "cosine"})
+    cfg = TrainConfig(**{**tiny_cfg.__dict__, "lr_schedule": "linear", "eval_every": 0})
+    run = tmp_path / "run"
+    train(cfg, run, progress_bar=False)
+    lrs = pd.read_csv(run / "logs" / "progress.csv")["train/learning_rate"].dropna().tolist()
+    # 256 decisions in rollouts of 64: updates after 64, 128, 192 and 256 decisions (SB3
+    # writes a row per rollout, before that rollout's update is logged: the last goes unlogged)
+    assert lrs == pytest.approx([3e-4 * (1 - k / 4) for k in range(1, 4)], abs=1e-9)
