@@ -69,11 +69,11 @@ from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
 CONFIG_VERSION = 11
+"""The config format this code writes; older ones are migrated one version at a time
+(`MIGRATIONS`), newer ones refused."""
 
 LR_SCHEDULES = ("constant", "linear")
 """`TrainConfig.lr_schedule`'s values."""
-"""The config format this code writes; older ones are migrated one version at a time
-(`MIGRATIONS`), newer ones refused."""
 
 
 @dataclass
