@@ -61,8 +61,9 @@ def table(root: Path) -> str:
     tasks = sorted({t for cells in records.values() for t, _ in cells})
     head = ["candidate", "all cells", *tasks, *(f"all but {t}" for t in tasks)]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    effects_of = {name: task_effects(cells) for name, cells in records.items()}
     for name, cells in records.items():
-        effects = task_effects(cells)
+        effects = effects_of[name]
         on = [f"{effects[t][0]:.3f}" if t in effects else "" for t in tasks]
         without = [f"{effects[t][1]:.3f}" if t in effects else "" for t in tasks]
         lines.append(
@@ -71,7 +72,7 @@ def table(root: Path) -> str:
             + " |"
         )
     beaten = {
-        t: sum(1 for cells in records.values() if task_effects(cells).get(t, (0.0,))[0] > 1.0)
+        t: sum(1 for effects in effects_of.values() if effects.get(t, (0.0,))[0] > 1.0)
         for t in tasks
     }
     lines += ["", f"{len(records)} candidates; on each task, candidates worse than the shipped controller: "

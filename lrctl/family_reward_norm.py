@@ -52,6 +52,11 @@ class FamilyTags(VecEnvWrapper):
         return obs, rewards, dones, infos
 
 
+def _require_tags(venv: VecEnv) -> None:
+    if not isinstance(venv, FamilyTags):
+        raise TypeError("FamilyVecNormalize wraps a FamilyTags (which names each slot's family)")
+
+
 class FamilyVecNormalize(VecNormalize):
     """`VecNormalize` whose reward divisor is the running standard deviation of the discounted
     return of the slot's own task family (the pooled one, `ret_rms`, is still kept).
@@ -60,18 +65,12 @@ class FamilyVecNormalize(VecNormalize):
     builds the stack. Pickled and loaded like `VecNormalize` (`save`, `VecNormalize.load`)."""
 
     def __init__(self, venv: FamilyTags, **kwargs) -> None:
-        if not isinstance(venv, FamilyTags):
-            raise TypeError(
-                "FamilyVecNormalize wraps a FamilyTags (which names each slot's family)"
-            )
+        _require_tags(venv)
         super().__init__(venv, **kwargs)
         self.family_rms: dict[str, RunningMeanStd] = {}
 
     def set_venv(self, venv: VecEnv) -> None:
-        if not isinstance(venv, FamilyTags):
-            raise TypeError(
-                "FamilyVecNormalize wraps a FamilyTags (which names each slot's family)"
-            )
+        _require_tags(venv)
         super().set_venv(venv)
 
     def _slot_families(self) -> np.ndarray:
