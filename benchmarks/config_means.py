@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline not in names:
             parser.error(f"--baseline {args.baseline!r} is none of the configurations {names}")
         baseline = configs[names.index(args.baseline)]
-    text = report(configs, baseline)
+    command = " ".join(
+        ["benchmarks/config_means.py", *(argv if argv is not None else sys.argv[1:])]
+    )
+    text = f"`{command}`\n\n" + report(configs, baseline)
     sys.stdout.write(text)
     if args.out:
         args.out.write_text(text)
