@@ -34,6 +34,7 @@ A run folder holds:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -64,11 +65,12 @@ from lrctl.errors import ConfigError, UsageError
 from lrctl.family_reward_norm import REWARD_NORMS, reward_normaliser
 from lrctl.features import FEATURE_VERSION
 from lrctl.hidden_features import HideFeatures, feature_indices, hide
+from lrctl.obs_noise import normaliser, with_obs_noise
 from lrctl.shocks import check_probability
 from lrctl.tasks import Suite, load_suite
 from lrctl.vec_concat import ConcatVecEnv
 
-CONFIG_VERSION = 11
+CONFIG_VERSION = 12
 """The config format this code writes; older ones are migrated one version at a time
 (`MIGRATIONS`), newer ones refused."""
 
@@ -197,6 +199,11 @@ class TrainConfig:
     """Hidden layers of the policy and value networks (tanh)."""
     clip_obs: float = 10.0
     """VecNormalize clip on normalised observations."""
+    obs_noise: float = 0.0
+    """Std of Gaussian noise added to each normalised observation of the training rollouts,
+    in units of the feature's running std, before the clip (`lrctl.obs_noise`): a regulariser
+    for tasks the train suite does not hold. The periodic evaluation and the exported
+    controller see clean observations. 0 (configs before version 12): no noise."""
     checkpoint_every: int = 20_000
     """Save a checkpoint every this many timesteps."""
     eval_every: int = 20_000
@@ -204,7 +211,7 @@ class TrainConfig:
     eval_episodes: int = 8
     """Episodes per evaluation (fixed seeds, deterministic policy)."""
     version: int = CONFIG_VERSION
-    """Config format version: 0 (a file without the field) to 11 (see `MIGRATIONS`)."""
+    """Config format version: 0 (a file without the field) to 12 (see `MIGRATIONS`)."""
 
     @property
     def action_spec(self) -> ActionSpec:
@@ -285,6 +292,11 @@ class TrainConfig:
             raise ConfigError(
                 f"config field lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
                 f"got {self.lr_schedule!r}"
+            )
+        if not 0 <= self.obs_noise < math.inf:
+            raise ConfigError(
+                f"config field obs_noise must be a finite number >= 0 (0: no noise), "
+                f"got {self.obs_noise}"
             )
         if self.reward_norm not in REWARD_NORMS:
             raise ConfigError(
@@ -454,6 +466,12 @@ def _v10_to_v11(data: dict) -> dict:
     return data
 
 
+def _v11_to_v12(data: dict) -> dict:
+    """Version 12 added `obs_noise`; a version-11 run trained on clean observations."""
+    data.setdefault("obs_noise", 0.0)
+    return data
+
+
 MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v0_to_v1,
     _v1_to_v2,
@@ -466,6 +484,7 @@ MIGRATIONS: tuple[Callable[[dict], dict], ...] = (
     _v8_to_v9,
     _v9_to_v10,
     _v10_to_v11,
+    _v11_to_v12,
 )
 """`MIGRATIONS[n]` turns the fields of a version-n config into those of version n + 1; a config
 is migrated by each from its own version on. A format change bumps `CONFIG_VERSION` and adds
@@ -553,9 +572,10 @@ def check_suites(cfg: TrainConfig) -> None:
     _check_shocks(cfg, split_suite(load_suite(cfg.suite))[1])
 
 
-def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize:
+def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecEnv:
     """The env slots (batched populations first, then single envs, in separate processes by
-    default), monitored and normalised."""
+    default), monitored and normalised (`normaliser(venv)` is the `VecNormalize`), with
+    `cfg.obs_noise` on top."""
     sizes, batched, n_single, single = _slot_split(cfg)
     _check_shocks(cfg, single if n_single else None)
     parts: list[VecEnv] = [
@@ -576,7 +596,7 @@ def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize
     venv.seed(cfg.seed)
     if cfg.hidden_features:
         venv = HideFeatures(venv, feature_indices(cfg.hidden_features, cfg.feature_version))
-    return reward_normaliser(
+    normalised = reward_normaliser(
         VecMonitor(venv),
         cfg.reward_norm,
         norm_obs=True,
@@ -584,6 +604,7 @@ def make_training_env(cfg: TrainConfig, subprocess: bool = True) -> VecNormalize
         clip_obs=cfg.clip_obs,
         gamma=cfg.gamma,
     )
+    return with_obs_noise(normalised, cfg.obs_noise, cfg.clip_obs, cfg.seed)
 
 
 def _atomic_dir_save(model: PPO, venv: VecNormalize, target: Path) -> None:
@@ -627,7 +648,7 @@ class AtomicCheckpoint(BaseCallback):
         step = int(self.model.num_timesteps)
         target = self.dir / f"step-{step:09d}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_dir_save(self.model, self.model.get_env(), target)
+        _atomic_dir_save(self.model, normaliser(self.model.get_env()), target)
         atomic_write_json(self.dir / "latest.json", {"step": step, "path": target.name})
         for old in sorted(self.dir.glob("step-*"))[: -self.keep]:
             if int(old.name.removeprefix("step-")) % MILESTONE_EVERY:
@@ -707,7 +728,7 @@ class SuiteEvaluation(BaseCallback):
 
     def run(self) -> EvalResult:
         res = evaluate_on_suite(
-            self.model, self.model.get_env().obs_rms, self.cfg, self.cfg.eval_episodes
+            self.model, normaliser(self.model.get_env()).obs_rms, self.cfg, self.cfg.eval_episodes
         )
         self.results.append(res)
         self.logger.record("eval/mean_return", res.mean_return)
@@ -795,7 +816,8 @@ def train(
     venv = make_training_env(cfg)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
-        venv = VecNormalize.load(str(checkpoint / "vecnormalize.pkl"), venv.venv)
+        stats = VecNormalize.load(str(checkpoint / "vecnormalize.pkl"), normaliser(venv).venv)
+        venv = with_obs_noise(stats, cfg.obs_noise, cfg.clip_obs, cfg.seed + _timesteps(checkpoint))
         model = PPO.load(checkpoint / "model.zip", env=venv, device="cpu")
     else:
         model = PPO(
@@ -843,7 +865,7 @@ def train(
                 progress_bar=progress_bar,
             )
         final = run_dir / "final"
-        _atomic_dir_save(model, venv, final)
+        _atomic_dir_save(model, normaliser(venv), final)
         state = json.loads((final / "state.json").read_text())
         state["wall_time_s"] = time.perf_counter() - start + _previous_wall_time(run_dir)
         atomic_write_json(final / "state.json", state)
@@ -854,10 +876,15 @@ def train(
     return final
 
 
+def _timesteps(checkpoint: Path) -> int:
+    """The timesteps a checkpoint (or the final model) was saved at."""
+    return int(json.loads((checkpoint / "state.json").read_text())["num_timesteps"])
+
+
 def _extended(cfg: TrainConfig, run_dir: Path, total: int) -> TrainConfig:
     """`cfg` with total_timesteps raised to `total`, refused below what the run has done."""
     checkpoint = latest_checkpoint(run_dir)
-    done = json.loads((checkpoint / "state.json").read_text())["num_timesteps"] if checkpoint else 0
+    done = _timesteps(checkpoint) if checkpoint else 0
     if total < max(done, cfg.total_timesteps):
         raise UsageError(
             f"{run_dir}: --timesteps {total} is below the run's budget of "

@@ -177,7 +177,7 @@ LAYERS = {
     ),
     "RL": (
         "lrctl.episodes", "lrctl.shocks", "lrctl.env", "lrctl.batched_env", "lrctl.vec_concat",
-        "lrctl.hidden_features", "lrctl.family_reward_norm",
+        "lrctl.hidden_features", "lrctl.family_reward_norm", "lrctl.obs_noise",
         "lrctl.policies", "lrctl.ppo", "lrctl.export", "lrctl.ensemble", "lrctl.card",
     ),
     "bench": ("lrctl.bench",),

@@ -277,6 +277,7 @@ def test_version_1_config_loads_with_its_own_values() -> None:
         "hidden_features": [],
         "reward_norm": "global",
         "lr_schedule": "constant",
+        "obs_noise": 0.0,
         "relative_reward": False,
         "feature_version": 2,
         "lr_shock": 0.0,
