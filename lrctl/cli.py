@@ -46,6 +46,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
                 ("--dither", args.dither),
                 ("--hide-features", args.hide_features),
                 ("--lr-shock", args.lr_shock),
+                ("--obs-noise", args.obs_noise),
             )
             if value is not None
         ]
@@ -74,6 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "dither": args.dither,
             "hidden_features": args.hide_features,
             "lr_shock": args.lr_shock,
+            "obs_noise": args.obs_noise,
         }
         data = {**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = TrainConfig.from_dict(data, "command line")
@@ -448,6 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
         "a random step on its LR is off by a hidden factor in [0.1, 10], so that the policy "
         "must read from the run whether its LR is too high or too low (lrctl/shocks.py; "
         "TrainConfig.lr_shock; batched populations only; 0, the default: never)",
+    )
+    p.add_argument(
+        "--obs-noise",
+        type=float,
+        metavar="S",
+        help="a research lever: the std of Gaussian noise added to every normalised observation "
+        "of the training rollouts, in units of the feature's running std (lrctl/obs_noise.py; "
+        "TrainConfig.obs_noise); the evaluation and the exported controller see clean "
+        "observations (0, the default: none)",
     )
     p.add_argument(
         "--relative-reward",

@@ -87,3 +87,18 @@ def test_training_with_noise_saves_clean_statistics_resumes_and_exports(
     assert (run / "eval.csv").read_text().count("\n") == 3  # header + evaluations at 128, 256
     export_run(run, tmp_path / "c.safetensors")
     assert (tmp_path / "c.safetensors").stat().st_size > 0
+
+
+def test_cli_flag_reaches_the_config_and_is_refused_on_resume(tmp_path, monkeypatch, capsys):
+    from lrctl.cli import main
+    from tests.helpers import config_from_cli
+
+    argv = ["train", "--obs-noise", "0.3", "--run-dir", str(tmp_path / "r")]
+    assert config_from_cli(monkeypatch, argv).obs_noise == 0.3
+    assert main(["train", "--obs-noise", "-1", "--run-dir", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "obs_noise must be a finite number >= 0" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+    assert main(["train", "--resume", "--obs-noise", "0.3", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--obs-noise" in err and len(err.strip().splitlines()) == 1
