@@ -14,7 +14,8 @@ controller see clean observations.
 `ObsNoise` is a `VecEnvWrapper` over the normaliser; every other attribute (`obs_rms`,
 `save`, `training`) reaches the normaliser through SB3's wrapper lookup, and `normaliser(venv)`
 finds it under the wrapper (for the resume, which reloads the normaliser's statistics).
-SB3 has observation noise only for its action-noise algorithms' actions, hence this wrapper.
+SB3 has action noise (for its off-policy algorithms) but no observation noise, hence
+this wrapper.
 """
 
 from __future__ import annotations
