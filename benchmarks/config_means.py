@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from paired_by_task import geometric_mean, read_cells, task_effects
+from paired_by_task import emit, geometric_mean, read_cells, task_effects
 from scipy import stats
 
 
@@ -157,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(
         ["benchmarks/config_means.py", *(argv if argv is not None else sys.argv[1:])]
     )
-    text = f"`{command}`\n\n" + report(configs, baseline)
-    sys.stdout.write(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(f"`{command}`\n\n" + report(configs, baseline), args.out)
     return 0
 
 

@@ -80,15 +80,19 @@ def table(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def emit(text: str, out: Path | None) -> None:
+    """Print a report, and also write it to `out` when given (the `--out` of these scripts)."""
+    sys.stdout.write(text)
+    if out:
+        out.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", nargs="?", default="results/levers", type=Path)
     parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
-    text = table(args.root)
-    sys.stdout.write(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(table(args.root), args.out)
     return 0
 
 
