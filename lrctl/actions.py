@@ -90,6 +90,13 @@ class ActionSpec:
     after a decision is multiplied by exp(d * `dither_sign`(steps done)), +1 after odd
     decisions (steps done // K) and -1 after even ones; log_lr_ratio, log(factor), includes
     it. 0 (files from before this field): no probe."""
+    blowup_factor: float = 0.0
+    """Anchored: the runtime's blow-up guard, g (`lrctl.controller`): once a block's loss is
+    non-finite, or above the run's first block's and more than g times its best block's, the
+    controller hands the run back to the base schedule (its factor frozen, capped at 1). 0
+    (files from before this field): no guard. Set at export (`lrctl export --blowup-guard`);
+    the training env does not apply it, as it does not apply the runtime's hold: an episode
+    there ends at divergence."""
 
     def __post_init__(self) -> None:
         if self.interval < 1:
@@ -125,6 +132,16 @@ class ActionSpec:
             raise UsageError(f"dither must be in [0, 1] (a log-factor), got {self.dither}")
         if self.dither and not self.anchored:
             raise UsageError("dither is part of the anchored action; set mode 'anchored' or 0")
+        g = self.blowup_factor
+        if not (g == 0 or (g > 1 and math.isfinite(g))):
+            raise UsageError(
+                f"blowup_factor must be 0 (no guard) or a finite number > 1, got {g}"
+            )
+        if g and not self.anchored:
+            raise UsageError(
+                "blowup_factor hands a run back to the base schedule of an anchored action; "
+                "set mode 'anchored' or blowup_factor 0"
+            )
 
     @property
     def anchored(self) -> bool:
@@ -249,4 +266,5 @@ class ActionSpec:
             tuple(map(float, d.get("scale_band", (0.1, 10.0)))),
             int(d.get("scale_min_decisions", 1)),  # absent before the floor: one decision
             float(d.get("dither", 0.0)),  # absent before the probe: none
+            float(d.get("blowup_factor", 0.0)),  # absent before the guard: none
         )

@@ -29,6 +29,17 @@ cutting the LR by the largest factor the controller may apply (1 / m_max), and t
 not raise it again for the next `hold` decisions. The LR written to the optimizer is always
 finite and inside the band, whatever the loss stream.
 
+The blow-up guard of anchored controllers (`ActionSpec.blowup_factor` g > 0, set at export):
+once a block has a non-finite loss, or a loss (geometric mean) above the run's first block's
+and more than g times its best block's, the controller hands the run back to the base
+schedule: from that decision on the factor stays at what it was, capped at 1 (the anchor
+itself when the policy had raised the LR), and the policy is no longer asked
+(`handed_back_at` says when). Why: a run that blows up without going non-finite (the loss up a
+hundredfold, then a slow climb down) was answered by the policy alone, which the training env,
+where episodes end at divergence, rarely showed such a state; after one, loss_vs_best stays
+far above 0 for the rest of the run and the policy cuts the LR to its floor, where the run
+cannot recover. The base schedule at the user's LR is the fallback the targets compare with.
+
 Anchored controllers (`ActionSpec.mode == "anchored"`, `lrctl.actions`): the LR follows a base
 schedule, re-applied every step, times the controller's bounded factor: lr_t = anchor_t * factor.
 The anchor is cosine annealing from each group's LR at construction to 0 over `total_steps`
@@ -56,15 +67,19 @@ import math
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lrctl import distributed
 from lrctl.actions import cosine_anchor
 from lrctl.controller_file import ControllerWeights, controller_weights
 from lrctl.errors import UsageError
-from lrctl.features import NONFINITE_INDEX, FeatureTracker, read_block
+from lrctl.features import FEATURE_NAMES, NONFINITE_INDEX, FeatureTracker, read_block
 from lrctl.grad_norms import combine, combine_floats, tensor_norms
 from lrctl.last_steps import LastSteps, combine_stats
+
+LOSS_VS_START = FEATURE_NAMES.index("loss_vs_start")
+LOSS_VS_BEST = FEATURE_NAMES.index("loss_vs_best")
 
 STATE_VERSION = 4
 """v4: a features-v3 controller's unfinished block of last-step statistics (`last_steps`).
@@ -147,6 +162,8 @@ class LRController:
         # work is a visible share of the loop (benchmarks/controller_overhead.py).
         self._anchored = self.spec.anchored
         self._interval = self.spec.interval
+        self._guard = self.spec.blowup_factor > 0
+        self._guard_log = math.log(self.spec.blowup_factor) if self._guard else math.inf
         self._first_norm_step = self.spec.interval - self.spec.grad_norm_steps
         self.total_steps = total_steps
         self.hold = hold
@@ -194,6 +211,9 @@ class LRController:
         self._anchor_lrs = list(self.base_lrs)
         self._hold_left = [0] * n
         self.last_actions = [0.0] * n
+        self.handed_back_at: int | None = None
+        """The step at which the blow-up guard handed the run back to the base schedule
+        (None: it has not; always None without a guard)."""
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._closed = False
         self.process_group = process_group
@@ -443,6 +463,9 @@ class LRController:
         self._loss_parts, self._norm_parts = [], []
         if last is not None:
             last.start_block()
+        if self._guard and (self.handed_back_at is not None or self._blew_up(obs[0])):
+            self._hand_back()
+            return
         actions = self.weights.act(obs)  # [1 or n_groups, 1]: one policy call for all groups
         for i, scale in enumerate(self._scales):
             action = float(actions[i, 0])
@@ -459,6 +482,26 @@ class LRController:
                 self._scales[i], self._log_scales[i] = float(factor), float(log_scale)
             else:
                 self._scales[i] = float(self.spec.next_lr(scale, 1.0, action))
+        self._write_lrs()
+
+    def _blew_up(self, obs: np.ndarray) -> bool:
+        """The blow-up guard's test (`ActionSpec.blowup_factor` g): the block has a non-finite
+        loss, or its loss is above the first block's and more than g times the best block's.
+        Read from the raw observation (the loss features are the same in every group's row),
+        so it costs no extra host read."""
+        return bool(
+            obs[NONFINITE_INDEX] > 0
+            or (obs[LOSS_VS_START] > 0 and obs[LOSS_VS_BEST] > self._guard_log)
+        )
+
+    def _hand_back(self) -> None:
+        """The run blew up: from now on every group's LR follows its anchor (the base
+        schedule) times the factor it had, capped at 1, and the policy is no longer asked."""
+        if self.handed_back_at is None:
+            self.handed_back_at = self._t
+            self._scales = [min(s, 1.0) for s in self._scales]
+            self._log_scales = [min(x, 0.0) for x in self._log_scales]
+            self.last_actions = [0.0] * len(self._scales)
         self._write_lrs()
 
     def _group_scales(self) -> list[float]:

@@ -195,6 +195,8 @@ def controller_digest(weights: ControllerWeights) -> str:
     spec = weights.action_spec.to_dict()
     if spec["grad_norm_steps"] == spec["interval"]:
         del spec["grad_norm_steps"]  # every step, as before the field existed: same digest
+    if not spec["blowup_factor"]:
+        del spec["blowup_factor"]  # no guard, as before the field existed: same digest
     meta = [weights.obs_clip, weights.obs_epsilon, spec]
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()[:16]
