@@ -91,12 +91,12 @@ class ActionSpec:
     decisions (steps done // K) and -1 after even ones; log_lr_ratio, log(factor), includes
     it. 0 (files from before this field): no probe."""
     blowup_factor: float = 0.0
-    """Anchored: the runtime's blow-up guard, g (`lrctl.controller`): once a block's loss is
-    non-finite, or above the run's first block's and more than g times its best block's, the
-    controller hands the run back to the base schedule (its factor frozen, capped at 1). 0
-    (files from before this field): no guard. Set at export (`lrctl export --blowup-guard`);
-    the training env does not apply it, as it does not apply the runtime's hold: an episode
-    there ends at divergence."""
+    """Anchored: the runtime's blow-up guard, g (`lrctl.controller`): when a block's loss is
+    non-finite, or above the run's first block's and more than g times its best block's,
+    while the policy holds the LR above the anchor, the controller hands the run back to the
+    base schedule (factor 1 from then on). 0 (files from before this field): no guard. Set at
+    export (`lrctl export --blowup-guard`); the training env does not apply it, as it does
+    not apply the runtime's hold: an episode there ends at divergence."""
 
     def __post_init__(self) -> None:
         if self.interval < 1:
@@ -134,9 +134,7 @@ class ActionSpec:
             raise UsageError("dither is part of the anchored action; set mode 'anchored' or 0")
         g = self.blowup_factor
         if not (g == 0 or (g > 1 and math.isfinite(g))):
-            raise UsageError(
-                f"blowup_factor must be 0 (no guard) or a finite number > 1, got {g}"
-            )
+            raise UsageError(f"blowup_factor must be 0 (no guard) or a finite number > 1, got {g}")
         if g and not self.anchored:
             raise UsageError(
                 "blowup_factor hands a run back to the base schedule of an anchored action; "

@@ -121,15 +121,25 @@ def _action_line(cfg: dict) -> str:
 
 def _action_line_of_file(cfg: dict, controller_file: Path) -> str:
     """`_action_line` of the action the file acts with: a scale floor set at export
-    (`lrctl export --scale-min-decisions`) is stated as such."""
+    (`lrctl export --scale-min-decisions`) is stated as such, and so is a blow-up guard
+    (`lrctl export --blowup-guard`)."""
     from lrctl.controller_file import load_controller
 
-    floor = load_controller(controller_file).action_spec.scale_min_decisions
+    spec = load_controller(controller_file).action_spec
+    floor, guard = spec.scale_min_decisions, spec.blowup_factor
     trained = cfg.get("scale_min_decisions", 1)
-    if floor == trained:
-        return _action_line(cfg)
-    line = _action_line({**cfg, "scale_min_decisions": floor}).removesuffix(",")
-    return f"{line} (the floor of {floor} decisions set at export; it trained with {trained}),"
+    line = _action_line({**cfg, "scale_min_decisions": floor})
+    if floor != trained:
+        line = line.removesuffix(",")
+        line += f" (the floor of {floor} decisions set at export; it trained with {trained}),"
+    if guard:
+        line = line.removesuffix(",")
+        line += (
+            f"; if the loss turns non-finite, or climbs above the run's start and to more than "
+            f"{guard:g}x its best, while the LR is above the cosine value, the run is handed "
+            "back to the cosine schedule (a runtime guard set at export),"
+        )
+    return line
 
 
 def _shock_text(cfg: dict) -> str:

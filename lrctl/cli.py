@@ -120,7 +120,12 @@ def _cmd_export(args: argparse.Namespace) -> None:
         if not args.card:
             raise UsageError("--bench only makes sense with --card")
         check_bench_dir(Path(args.bench))  # before writing anything
-    out = export_run(args.run, args.output, args.scale_min_decisions)
+    if args.card and Path(args.run).is_file():
+        raise UsageError(
+            "--card describes a training run; given a controller file, drop --card (the "
+            "card of the run it came from still describes its training)"
+        )
+    out = export_run(args.run, args.output, args.scale_min_decisions, args.blowup_guard)
     print(f"wrote {out}")
     if args.card:
         import shutil
@@ -137,6 +142,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
             if args.scale_min_decisions is not None
             else ""
         )
+        if args.blowup_guard is not None:
+            floor += f" --blowup-guard {args.blowup_guard:g}"
         command = (
             f"lrctl train --config {config} --run-dir {run}\n"
             f"lrctl export {args.run} -o {args.output}{floor} --card"
@@ -514,11 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a trained run to a controller file", description=(
         "Write the run's deterministic policy, observation normalisation and action mapping to a "
-        "safetensors controller file (no pickle) usable with lrctl.LRController."))  # fmt: skip
+        "safetensors controller file (no pickle) usable with lrctl.LRController. Given a "
+        "controller file instead of a run, write a copy with the runtime settings below "
+        "(--scale-min-decisions, --blowup-guard) and the weights unchanged."))  # fmt: skip
     p.add_argument(
         "run",
         help="run folder written by `lrctl train` (its final model, else its latest checkpoint), "
-        "or one of its checkpoints, RUN/checkpoints/step-N (checkpoint selection on val)",
+        "or one of its checkpoints, RUN/checkpoints/step-N (checkpoint selection on val), or a "
+        "controller file to rewrite with new runtime settings",
     )
     p.add_argument("-o", "--output", required=True, help="controller file to write (.safetensors)")
     p.add_argument(
@@ -538,6 +548,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the file with the scale term's floor N (ActionSpec.scale_min_decisions) "
         "whatever the run trained with: the scale term then crosses its band in no fewer than "
         "N decisions, so a short run's LR cannot jump 100x in one decision; recorded in the "
+        "file's provenance",
+    )
+    p.add_argument(
+        "--blowup-guard",
+        type=float,
+        metavar="G",
+        help="write the file with the runtime's blow-up guard G (ActionSpec.blowup_factor, "
+        "anchored controllers): when the loss turns non-finite, or climbs above the run's start "
+        "and to more than G times its best, while the controller holds the LR above its base "
+        "schedule, it hands the run back to that schedule; 0: no guard; recorded in the "
         "file's provenance",
     )
     p.set_defaults(

@@ -30,15 +30,17 @@ not raise it again for the next `hold` decisions. The LR written to the optimize
 finite and inside the band, whatever the loss stream.
 
 The blow-up guard of anchored controllers (`ActionSpec.blowup_factor` g > 0, set at export):
-once a block has a non-finite loss, or a loss (geometric mean) above the run's first block's
-and more than g times its best block's, the controller hands the run back to the base
-schedule: from that decision on the factor stays at what it was, capped at 1 (the anchor
-itself when the policy had raised the LR), and the policy is no longer asked
-(`handed_back_at` says when). Why: a run that blows up without going non-finite (the loss up a
-hundredfold, then a slow climb down) was answered by the policy alone, which the training env,
-where episodes end at divergence, rarely showed such a state; after one, loss_vs_best stays
-far above 0 for the rest of the run and the policy cuts the LR to its floor, where the run
-cannot recover. The base schedule at the user's LR is the fallback the targets compare with.
+when a block has a non-finite loss, or a loss (geometric mean) above the run's first block's
+and more than g times its best block's, while the policy holds the LR above its base schedule
+(factor > 1), the controller hands the run back to the base schedule: from that decision on
+the factor is 1 and the policy is no longer asked (`handed_back_at` says when). Why: a run
+that blows up without going non-finite after the policy raised the LR (the loss up a
+hundredfold, then a slow climb down) was answered by the policy alone, and after one,
+loss_vs_best stays far above 0 for the rest of the run and the policy cuts the LR to its
+floor, where the run cannot recover; the base schedule at the user's LR is the fallback the
+targets compare with. A blow-up while the factor is at or below 1 (the base schedule itself
+too high, as at 10x a good LR) is left to the policy, whose cuts keep such runs finite
+(`agents/default/iterations.md`, L46 and L47).
 
 Anchored controllers (`ActionSpec.mode == "anchored"`, `lrctl.actions`): the LR follows a base
 schedule, re-applied every step, times the controller's bounded factor: lr_t = anchor_t * factor.
@@ -81,10 +83,10 @@ from lrctl.last_steps import LastSteps, combine_stats
 LOSS_VS_START = FEATURE_NAMES.index("loss_vs_start")
 LOSS_VS_BEST = FEATURE_NAMES.index("loss_vs_best")
 
-STATE_VERSION = 4
-"""v4: a features-v3 controller's unfinished block of last-step statistics (`last_steps`).
+STATE_VERSION = 5
+"""v5: the step at which the blow-up guard handed the run back (`handed_back_at`). v4: a features-v3 controller's unfinished block of last-step statistics (`last_steps`).
 v3: the slow scale terms of anchored controllers (`log_scales`). v2: per-group scales, holds
-and actions as lists, and the mode (`per_group`). v1 to v3 states still load."""
+and actions as lists, and the mode (`per_group`). v1 to v4 states still load."""
 
 
 def _group_lr(group: dict) -> float:
@@ -463,7 +465,9 @@ class LRController:
         self._loss_parts, self._norm_parts = [], []
         if last is not None:
             last.start_block()
-        if self._guard and (self.handed_back_at is not None or self._blew_up(obs[0])):
+        if self._guard and (
+            self.handed_back_at is not None or (max(self._scales) > 1.0 and self._blew_up(obs[0]))
+        ):
             self._hand_back()
             return
         actions = self.weights.act(obs)  # [1 or n_groups, 1]: one policy call for all groups
@@ -495,8 +499,8 @@ class LRController:
         )
 
     def _hand_back(self) -> None:
-        """The run blew up: from now on every group's LR follows its anchor (the base
-        schedule) times the factor it had, capped at 1, and the policy is no longer asked."""
+        """The run blew up after the policy raised the LR: from now on every group's LR is
+        its anchor (the base schedule), and the policy is no longer asked."""
         if self.handed_back_at is None:
             self.handed_back_at = self._t
             self._scales = [min(s, 1.0) for s in self._scales]
@@ -560,6 +564,7 @@ class LRController:
             "log_scales": list(self._log_scales),
             "anchor_lrs": list(self._anchor_lrs),
             "hold_left": list(self._hold_left),
+            "handed_back_at": self.handed_back_at,
             "last_actions": list(self.last_actions),
             "base_lrs": list(self.base_lrs),
             "total_steps": self.total_steps,
@@ -575,7 +580,7 @@ class LRController:
         if version == 1:  # before per-group control: one scale, hold and action
             state = {**state, "per_group": False, "scales": [state["scale"]],
                      "hold_left": [state["hold_left"]], "last_actions": [state["last_action"]]}  # fmt: skip
-        elif version not in (2, 3, STATE_VERSION):
+        elif version not in (2, 3, 4, STATE_VERSION):
             raise UsageError(f"unsupported LRController state version {version!r}")
         if bool(state["per_group"]) != self.per_group:
             raise UsageError(
@@ -599,6 +604,8 @@ class LRController:
         self._log_scales = [float(x) for x in state.get("log_scales", [0.0] * len(self._scales))]
         self._anchor_lrs = [float(x) for x in state.get("anchor_lrs", state["base_lrs"])]
         self._hold_left = [int(x) for x in state["hold_left"]]
+        handed_back = state.get("handed_back_at")  # absent before the guard: not handed back
+        self.handed_back_at = None if handed_back is None else int(handed_back)
         self.last_actions = [float(x) for x in state["last_actions"]]
         self.base_lrs = [float(x) for x in state["base_lrs"]]
         self.total_steps = int(state["total_steps"])

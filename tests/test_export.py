@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -218,3 +219,54 @@ def test_export_with_a_scale_floor(trained_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "scale_min_decisions must be a whole number >= 1" in err
     assert not out.exists()
+
+
+def test_export_rewrites_a_controller_file_with_a_blowup_guard(trained_run, tmp_path, capsys):
+    """`lrctl export FILE -o FILE2 --blowup-guard G`: the weights unchanged, the guard in the
+    action and the provenance (after an earlier floor note), the card's action line says so;
+    a recursive controller, a bad G, --card and a file with nothing to change are refused in
+    one line each, and nothing is written."""
+    import shutil
+
+    from lrctl.card import _action_line_of_file
+    from lrctl.cli import main
+
+    run, _, _ = trained_run
+    anchored = tmp_path / "anchored"
+    shutil.copytree(run, anchored)
+    cfg = TrainConfig(action_mode="anchored", scale_time=0.25)
+    (anchored / "config.json").write_text(cfg.to_json())
+    floored = export_run(anchored, tmp_path / "floored.safetensors", scale_min_decisions=10)
+    guarded = tmp_path / "guarded.safetensors"
+    assert main(["export", str(floored), "-o", str(guarded), "--blowup-guard", "2"]) == 0
+    a, b = load_controller(floored), load_controller(guarded)
+    assert a.action_spec.blowup_factor == 0.0 and b.action_spec.blowup_factor == 2.0
+    assert b.action_spec == replace(a.action_spec, blowup_factor=2.0)
+    pairs = zip(a.layers, b.layers, strict=True)
+    assert all(torch.equal(x, y) for la, lb in pairs for x, y in zip(la, lb, strict=True))
+    assert b.provenance["after_training"] == (
+        "scale_min_decisions set to 10 at export; the policy trained with 1; "
+        "blowup_factor set to 2 at export"
+    )
+    assert b.provenance["config"] == a.provenance["config"]
+    line = _action_line_of_file(json.loads(cfg.to_json()), guarded)
+    assert line.endswith(
+        "(the floor of 10 decisions set at export; it trained with 1); if the loss turns "
+        "non-finite, or climbs above the run's start and to more than 2x its best, while the LR "
+        "is above the cosine value, the run is handed back to the cosine schedule (a runtime "
+        "guard set at export),"
+    )
+    capsys.readouterr()
+
+    out = tmp_path / "out.safetensors"
+    recursive = export_run(run, tmp_path / "recursive.safetensors")
+    for argv, message in [
+        ([str(recursive), "--blowup-guard", "2"], "recursive actions"),
+        ([str(floored), "--blowup-guard", "1"], "blowup_factor must be 0 (no guard) or a"),
+        ([str(floored), "--blowup-guard", "2", "--card"], "drop --card"),
+        ([str(floored)], "already a controller file"),
+    ]:
+        code = main(["export", *argv, "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
