@@ -115,6 +115,10 @@ class LRController:
             cosine annealing from each group's LR to 0 over `total_steps`. Recursive
             controllers take no base schedule.
 
+    After a blow-up that followed the policy's own raise, a controller file with a blow-up
+    guard hands the run back to the base schedule; `handed_back_at` is then the step at which
+    it did (module docstring).
+
     Call `step(loss)` once per optimizer step, after `optimizer.step()` (with gradient
     accumulation: once per optimizer step, with the mean loss of its micro-batches). A `step()`
     call with no `optimizer.step()` since the previous one (an optimizer step hook counts
