@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -114,10 +115,11 @@ class LRController:
             (step it no more yourself: the controller steps it once per step); None (default):
             cosine annealing from each group's LR to 0 over `total_steps`. Recursive
             controllers take no base schedule.
-
-    After a blow-up that followed the policy's own raise, a controller file with a blow-up
-    guard hands the run back to the base schedule; `handed_back_at` is then the step at which
-    it did (module docstring).
+        blowup_guard: the blow-up guard g of an anchored controller (module docstring): after
+            a blow-up that followed the policy's own raise, the run is handed back to the base
+            schedule, and `handed_back_at` is the step at which it was; 0: no guard; None
+            (default): the controller file's setting (`lrctl export --blowup-guard`; none in
+            the shipped file).
 
     Call `step(loss)` once per optimizer step, after `optimizer.step()` (with gradient
     accumulation: once per optimizer step, with the mean loss of its micro-batches). A `step()`
@@ -139,6 +141,7 @@ class LRController:
         per_group: bool = False,
         process_group: torch.distributed.ProcessGroup | None = None,
         base: torch.optim.lr_scheduler.LRScheduler | None = None,
+        blowup_guard: float | None = None,
     ) -> None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise UsageError(f"total_steps must be a positive integer, got {total_steps!r}")
@@ -148,6 +151,11 @@ class LRController:
             )
         self.weights = controller_weights(controller)
         self.spec = self.weights.action_spec
+        if blowup_guard is not None:
+            try:
+                self.spec = replace(self.spec, blowup_factor=float(blowup_guard))
+            except (UsageError, TypeError, ValueError) as exc:
+                raise UsageError(f"blowup_guard: {exc}") from None
         if base is not None and not self.spec.anchored:
             raise UsageError(
                 "base= sets the schedule an anchored controller works around; this controller "

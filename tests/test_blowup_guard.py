@@ -161,3 +161,17 @@ def test_digest_of_an_unguarded_file_is_unchanged() -> None:
     h.update(json.dumps([plain.obs_clip, plain.obs_epsilon, before], sort_keys=True).encode())
     assert controller_digest(plain) == h.hexdigest()[:16]
     assert controller_digest(guarded) != controller_digest(plain)
+
+
+def test_the_guard_set_in_the_constructor_overrides_the_file() -> None:
+    lrs, sched = _run(SPEC, BLOW_UP, blowup_guard=2.0)
+    guarded, _ = _run(GUARDED, BLOW_UP)
+    assert sched.handed_back_at == 5 * K and lrs == guarded
+    lrs, sched = _run(GUARDED, BLOW_UP, blowup_guard=0)  # off, whatever the file says
+    unguarded, _ = _run(SPEC, BLOW_UP)
+    assert sched.handed_back_at is None and lrs == unguarded
+    for bad, message in [(1.0, "or a finite number > 1"), ("x", "could not convert")]:
+        with pytest.raises(UsageError, match=rf"^blowup_guard: .*{message}"):
+            _run(SPEC, BLOW_UP, blowup_guard=bad)
+    with pytest.raises(UsageError, match=r"^blowup_guard: .*anchored"):
+        _run(replace(SPEC, mode="recursive", scale_time=0.0), BLOW_UP, blowup_guard=2.0)
