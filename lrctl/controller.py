@@ -226,6 +226,9 @@ class LRController:
         self._hold_left = [0] * n
         self.last_actions = [0.0] * n
         self.handed_back_at: int | None = None
+        # The blow-up guard's memory: blocks decided on and the sum of their log factors.
+        self._blocks_seen = 0
+        self._log_factor_sums = [0.0] * n
         """The step at which the blow-up guard handed the run back to the base schedule
         (None: it has not; always None without a guard)."""
         self._hook: torch.utils.hooks.RemovableHandle | None = None
@@ -477,6 +480,11 @@ class LRController:
         self._loss_parts, self._norm_parts = [], []
         if last is not None:
             last.start_block()
+        if self._guard and self.handed_back_at is None:  # the run's average factor so far
+            self._blocks_seen += 1
+            self._log_factor_sums = [
+                a + b for a, b in zip(self._log_factor_sums, log_lr_ratios, strict=True)
+            ]
         if self._guard and (
             self.handed_back_at is not None or (max(self._scales) > 1.0 and self._blew_up(obs[0]))
         ):
@@ -511,11 +519,14 @@ class LRController:
         )
 
     def _hand_back(self) -> None:
-        """The run blew up after the policy raised the LR: from now on every group's LR is
-        its anchor (the base schedule), and the policy is no longer asked."""
+        """The run blew up after the policy raised the LR: from now on every group's factor
+        is the geometric mean of its factors over the run's blocks so far, capped at 1 (the
+        anchor where the policy had been climbing, below it where it had been cutting), and
+        the policy is no longer asked."""
         if self.handed_back_at is None:
             self.handed_back_at = self._t
-            self._scales = [min(s, 1.0) for s in self._scales]
+            n = max(self._blocks_seen, 1)
+            self._scales = [min(math.exp(total / n), 1.0) for total in self._log_factor_sums]
             self._log_scales = [min(x, 0.0) for x in self._log_scales]
             self.last_actions = [0.0] * len(self._scales)
         self._write_lrs()
@@ -577,6 +588,8 @@ class LRController:
             "anchor_lrs": list(self._anchor_lrs),
             "hold_left": list(self._hold_left),
             "handed_back_at": self.handed_back_at,
+            "guard_blocks_seen": self._blocks_seen,
+            "guard_log_factor_sums": list(self._log_factor_sums),
             "last_actions": list(self.last_actions),
             "base_lrs": list(self.base_lrs),
             "total_steps": self.total_steps,
@@ -618,6 +631,9 @@ class LRController:
         self._hold_left = [int(x) for x in state["hold_left"]]
         handed_back = state.get("handed_back_at")  # absent before the guard: not handed back
         self.handed_back_at = None if handed_back is None else int(handed_back)
+        self._blocks_seen = int(state.get("guard_blocks_seen", 0))
+        sums = state.get("guard_log_factor_sums", [0.0] * len(self._scales))
+        self._log_factor_sums = [float(x) for x in sums]
         self.last_actions = [float(x) for x in state["last_actions"]]
         self.base_lrs = [float(x) for x in state["base_lrs"]]
         self.total_steps = int(state["total_steps"])
