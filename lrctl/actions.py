@@ -94,9 +94,10 @@ class ActionSpec:
     """Anchored: the runtime's blow-up guard, g (`lrctl.controller`): when a block's loss is
     non-finite, or above the run's first block's and more than g times its best block's,
     while the policy holds the LR above the anchor, the controller hands the run back to the
-    base schedule (factor 1 from then on). 0 (files from before this field): no guard. Set at
-    export (`lrctl export --blowup-guard`); the training env does not apply it, as it does
-    not apply the runtime's hold: an episode there ends at divergence."""
+    base schedule (the factor from then on: the run's average so far, capped at 1). 0 (files
+    from before this field): no guard. Set at export (`lrctl export --blowup-guard`); the
+    training env does not apply it, as it does not apply the runtime's hold: an episode there
+    ends at divergence."""
 
     def __post_init__(self) -> None:
         if self.interval < 1:

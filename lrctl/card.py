@@ -137,7 +137,8 @@ def _action_line_of_file(cfg: dict, controller_file: Path) -> str:
         line += (
             f"; if the loss turns non-finite, or climbs above the run's start and to more than "
             f"{guard:g}x its best, while the LR is above the cosine value, the run is handed "
-            "back to the cosine schedule (a runtime guard set at export),"
+            "back to the cosine schedule at its average factor so far, capped at 1 (a runtime "
+            "guard set at export),"
         )
     return line
 

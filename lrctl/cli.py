@@ -557,8 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the file with the runtime's blow-up guard G (ActionSpec.blowup_factor, "
         "anchored controllers): when the loss turns non-finite, or climbs above the run's start "
         "and to more than G times its best, while the controller holds the LR above its base "
-        "schedule, it hands the run back to that schedule; 0: no guard; recorded in the "
-        "file's provenance",
+        "schedule, it hands the run back to that schedule (at the run's average factor so far, "
+        "capped at 1); 0: no guard; recorded in the file's provenance",
     )
     p.set_defaults(
         func=_cmd_export,

@@ -29,18 +29,21 @@ cutting the LR by the largest factor the controller may apply (1 / m_max), and t
 not raise it again for the next `hold` decisions. The LR written to the optimizer is always
 finite and inside the band, whatever the loss stream.
 
-The blow-up guard of anchored controllers (`ActionSpec.blowup_factor` g > 0, set at export):
-when a block has a non-finite loss, or a loss (geometric mean) above the run's first block's
-and more than g times its best block's, while the policy holds the LR above its base schedule
-(factor > 1), the controller hands the run back to the base schedule: from that decision on
-the factor is 1 and the policy is no longer asked (`handed_back_at` says when). Why: a run
-that blows up without going non-finite after the policy raised the LR (the loss up a
-hundredfold, then a slow climb down) was answered by the policy alone, and after one,
+The blow-up guard of anchored controllers (`ActionSpec.blowup_factor` g > 0, set at export,
+or `blowup_guard=`): when a block has a non-finite loss, or a loss (geometric mean) above the
+run's first block's and more than g times its best block's, while the policy holds the LR
+above its base schedule (factor > 1), the controller hands the run back to the base
+schedule: from that decision on the factor is the geometric mean of the factors of the run's
+blocks so far, capped at 1, and the policy is no longer asked (`handed_back_at` says when).
+Why: a run that blows up without going non-finite after the policy raised the LR (the loss up
+a hundredfold, then a slow climb down) was answered by the policy alone, and after one,
 loss_vs_best stays far above 0 for the rest of the run and the policy cuts the LR to its
-floor, where the run cannot recover; the base schedule at the user's LR is the fallback the
-targets compare with. A blow-up while the factor is at or below 1 (the base schedule itself
-too high, as at 10x a good LR) is left to the policy, whose cuts keep such runs finite
-(`agents/default/iterations.md`, L46 and L47).
+floor, where the run cannot recover. Where the policy had been climbing all along, the run
+goes on at the base schedule (the fallback the targets compare with); where it had held the
+factor below 1 (the base schedule itself too high, as at 10x a good LR) and raised it just
+before the blow-up, at its own average level rather than at the schedule that is too high.
+A blow-up while the factor is at or below 1 is left to the policy, whose cuts keep such runs
+finite (`agents/default/iterations.md`, L46, L47 and L49).
 
 Anchored controllers (`ActionSpec.mode == "anchored"`, `lrctl.actions`): the LR follows a base
 schedule, re-applied every step, times the controller's bounded factor: lr_t = anchor_t * factor.
@@ -522,7 +525,7 @@ class LRController:
         """The run blew up after the policy raised the LR: from now on every group's factor
         is the geometric mean of its factors over the run's blocks so far, capped at 1 (the
         anchor where the policy had been climbing, below it where it had been cutting), and
-        the policy is no longer asked."""
+        the policy is no longer asked (module docstring)."""
         if self.handed_back_at is None:
             self.handed_back_at = self._t
             n = max(self._blocks_seen, 1)

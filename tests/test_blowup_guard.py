@@ -175,3 +175,76 @@ def test_the_guard_set_in_the_constructor_overrides_the_file() -> None:
             _run(SPEC, BLOW_UP, blowup_guard=bad)
     with pytest.raises(UsageError, match=r"^blowup_guard: .*anchored"):
         _run(replace(SPEC, mode="recursive", scale_time=0.0), BLOW_UP, blowup_guard=2.0)
+
+
+class _Scripted:
+    """A policy that plays `actions` in order, one per decision (then 0)."""
+
+    def __init__(self, actions: list[float]) -> None:
+        self.actions = list(actions)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        a = self.actions.pop(0) if self.actions else 0.0
+        return np.full((obs.shape[0], 1), a, np.float32)
+
+
+def test_the_hand_back_keeps_the_runs_average_factor_when_it_had_cut() -> None:
+    """A policy that cut the LR for most of the run and raised it just before the blow-up:
+    the run goes on at the geometric mean of its blocks' factors (below 1), not the anchor."""
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = LRController(opt, T, controller=constant_policy(0.0, SPEC), blowup_guard=2.0)
+    sched.weights = _Scripted([-1.0, -1.0, 1.0, 1.0])
+    losses = _blocks(4, 2, 1, 1, 20, 1, 1, 1)
+    lrs = []
+    for loss in losses:
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.zero_grad()
+        (p.sum() * 0.0).backward()
+        opt.step()
+        sched.step(loss)
+    factors = [lrs[b * K] / (0.1 * cosine_anchor(b * K, T)) for b in range(5)]
+    assert factors[0] == pytest.approx(1.0) and factors[4] > 1.0 > factors[2]  # raised last
+    kept = math.exp(np.mean(np.log(factors)))
+    assert sched.handed_back_at == 5 * K and kept < 1.0
+    after = [lrs[t] / (0.1 * cosine_anchor(t, T)) for t in range(5 * K, len(losses))]
+    np.testing.assert_allclose(after, kept, rtol=1e-9)
+
+
+def test_a_resumed_run_hands_back_to_the_same_average() -> None:
+    """The guard's memory (blocks seen, their log factors) travels in the state: a run saved
+    before the blow-up and resumed hands back to the same factor as the uninterrupted one."""
+    losses = _blocks(4, 2, 1, 1, 20, 1, 1, 1)
+    actions = [-1.0, -1.0, 1.0, 1.0]
+
+    def loop(sched, opt, p, stream):
+        lrs = []
+        for loss in stream:
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.zero_grad()
+            (p.sum() * 0.0).backward()
+            opt.step()
+            sched.step(loss)
+        return lrs
+
+    def make():
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = torch.optim.SGD([p], lr=0.1)
+        sched = LRController(opt, T, controller=constant_policy(0.0, SPEC), blowup_guard=2.0)
+        return sched, opt, p
+
+    sched, opt, p = make()
+    sched.weights = _Scripted(actions)
+    whole = loop(sched, opt, p, losses)
+    cut = 3 * K + 2
+    first, opt1, p1 = make()
+    first.weights = _Scripted(actions)
+    loop(first, opt1, p1, losses[:cut])
+    state = first.state_dict()
+    assert state["guard_blocks_seen"] == 3 and len(state["guard_log_factor_sums"]) == 1
+    resumed, opt2, p2 = make()
+    resumed.weights = _Scripted(actions[3:])
+    resumed.load_state_dict(state)
+    rest = loop(resumed, opt2, p2, losses[cut:])
+    assert resumed.handed_back_at == sched.handed_back_at == 5 * K
+    np.testing.assert_allclose(rest, whole[cut:], rtol=1e-12)

@@ -253,8 +253,8 @@ def test_export_rewrites_a_controller_file_with_a_blowup_guard(trained_run, tmp_
     assert line.endswith(
         "(the floor of 10 decisions set at export; it trained with 1); if the loss turns "
         "non-finite, or climbs above the run's start and to more than 2x its best, while the LR "
-        "is above the cosine value, the run is handed back to the cosine schedule (a runtime "
-        "guard set at export),"
+        "is above the cosine value, the run is handed back to the cosine schedule at its "
+        "average factor so far, capped at 1 (a runtime guard set at export),"
     )
     capsys.readouterr()
 
