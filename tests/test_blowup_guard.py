@@ -24,12 +24,16 @@ GUARDED = replace(SPEC, blowup_factor=2.0)
 T = 60
 
 
-def _run(spec: ActionSpec, losses: list[float], action: float = 1.0, **kwargs):
-    """Step an LRController (SGD, base LR 0.1) with `losses`; the LR of every step and the
-    controller."""
-    p = torch.nn.Parameter(torch.ones(3))
-    opt = torch.optim.SGD([p], lr=0.1)
-    sched = LRController(opt, T, controller=constant_policy(action, spec), **kwargs)
+def _make(spec: ActionSpec, action: float = 1.0, **kwargs) -> LRController:
+    """An LRController on SGD (base LR 0.1) over one parameter, with a constant policy."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    return LRController(opt, T, controller=constant_policy(action, spec), **kwargs)
+
+
+def _feed(sched: LRController, losses: list[float]) -> list[float]:
+    """Step `sched` with `losses` (one optimizer step each); the LR of every step."""
+    opt = sched.optimizer
+    (p,) = opt.param_groups[0]["params"]
     lrs = []
     for loss in losses:
         lrs.append(opt.param_groups[0]["lr"])
@@ -37,7 +41,13 @@ def _run(spec: ActionSpec, losses: list[float], action: float = 1.0, **kwargs):
         (p.sum() * 0.0).backward()
         opt.step()
         sched.step(loss)
-    return lrs, sched
+    return lrs
+
+
+def _run(spec: ActionSpec, losses: list[float], action: float = 1.0, **kwargs):
+    """Step a fresh controller (`_make`) with `losses`: the LR of every step, the controller."""
+    sched = _make(spec, action, **kwargs)
+    return _feed(sched, losses), sched
 
 
 def _blocks(*levels: float) -> list[float]:
@@ -120,12 +130,10 @@ def test_state_round_trip_keeps_the_hand_back() -> None:
     state = first.state_dict()
     assert state["version"] == 5 and state["handed_back_at"] == 5 * K
 
-    p = torch.nn.Parameter(torch.ones(3))
-    opt = torch.optim.SGD([p], lr=0.1)
-    resumed = LRController(opt, T, controller=constant_policy(1.0, GUARDED))
+    resumed = _make(GUARDED)
     resumed.load_state_dict(state)
     assert resumed.handed_back_at == 5 * K
-    assert opt.param_groups[0]["lr"] == pytest.approx(whole[6 * K + 2], rel=1e-12)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(whole[6 * K + 2], rel=1e-12)
     old = {k: v for k, v in state.items() if k != "handed_back_at"} | {"version": 4}
     resumed.load_state_dict(old)  # a state from before the guard: not handed back
     assert resumed.handed_back_at is None
@@ -191,60 +199,32 @@ class _Scripted:
 def test_the_hand_back_keeps_the_runs_average_factor_when_it_had_cut() -> None:
     """A policy that cut the LR for most of the run and raised it just before the blow-up:
     the run goes on at the geometric mean of its blocks' factors (below 1), not the anchor."""
-    p = torch.nn.Parameter(torch.ones(3))
-    opt = torch.optim.SGD([p], lr=0.1)
-    sched = LRController(opt, T, controller=constant_policy(0.0, SPEC), blowup_guard=2.0)
+    sched = _make(SPEC, 0.0, blowup_guard=2.0)
     sched.weights = _Scripted([-1.0, -1.0, 1.0, 1.0])
-    losses = _blocks(4, 2, 1, 1, 20, 1, 1, 1)
-    lrs = []
-    for loss in losses:
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.zero_grad()
-        (p.sum() * 0.0).backward()
-        opt.step()
-        sched.step(loss)
+    lrs = _feed(sched, BLOW_UP)
     factors = [lrs[b * K] / (0.1 * cosine_anchor(b * K, T)) for b in range(5)]
     assert factors[0] == pytest.approx(1.0) and factors[4] > 1.0 > factors[2]  # raised last
     kept = math.exp(np.mean(np.log(factors)))
     assert sched.handed_back_at == 5 * K and kept < 1.0
-    after = [lrs[t] / (0.1 * cosine_anchor(t, T)) for t in range(5 * K, len(losses))]
+    after = [lrs[t] / (0.1 * cosine_anchor(t, T)) for t in range(5 * K, len(BLOW_UP))]
     np.testing.assert_allclose(after, kept, rtol=1e-9)
 
 
 def test_a_resumed_run_hands_back_to_the_same_average() -> None:
     """The guard's memory (blocks seen, their log factors) travels in the state: a run saved
     before the blow-up and resumed hands back to the same factor as the uninterrupted one."""
-    losses = _blocks(4, 2, 1, 1, 20, 1, 1, 1)
-    actions = [-1.0, -1.0, 1.0, 1.0]
-
-    def loop(sched, opt, p, stream):
-        lrs = []
-        for loss in stream:
-            lrs.append(opt.param_groups[0]["lr"])
-            opt.zero_grad()
-            (p.sum() * 0.0).backward()
-            opt.step()
-            sched.step(loss)
-        return lrs
-
-    def make():
-        p = torch.nn.Parameter(torch.ones(3))
-        opt = torch.optim.SGD([p], lr=0.1)
-        sched = LRController(opt, T, controller=constant_policy(0.0, SPEC), blowup_guard=2.0)
-        return sched, opt, p
-
-    sched, opt, p = make()
-    sched.weights = _Scripted(actions)
-    whole = loop(sched, opt, p, losses)
-    cut = 3 * K + 2
-    first, opt1, p1 = make()
+    actions, cut = [-1.0, -1.0, 1.0, 1.0], 3 * K + 2
+    whole = _make(SPEC, 0.0, blowup_guard=2.0)
+    whole.weights = _Scripted(actions)
+    lrs = _feed(whole, BLOW_UP)
+    first = _make(SPEC, 0.0, blowup_guard=2.0)
     first.weights = _Scripted(actions)
-    loop(first, opt1, p1, losses[:cut])
+    _feed(first, BLOW_UP[:cut])
     state = first.state_dict()
     assert state["guard_blocks_seen"] == 3 and len(state["guard_log_factor_sums"]) == 1
-    resumed, opt2, p2 = make()
+    resumed = _make(SPEC, 0.0, blowup_guard=2.0)
     resumed.weights = _Scripted(actions[3:])
     resumed.load_state_dict(state)
-    rest = loop(resumed, opt2, p2, losses[cut:])
-    assert resumed.handed_back_at == sched.handed_back_at == 5 * K
-    np.testing.assert_allclose(rest, whole[cut:], rtol=1e-12)
+    rest = _feed(resumed, BLOW_UP[cut:])
+    assert resumed.handed_back_at == whole.handed_back_at == 5 * K
+    np.testing.assert_allclose(rest, lrs[cut:], rtol=1e-12)
