@@ -88,9 +88,11 @@ LOSS_VS_START = FEATURE_NAMES.index("loss_vs_start")
 LOSS_VS_BEST = FEATURE_NAMES.index("loss_vs_best")
 
 STATE_VERSION = 5
-"""v5: the step at which the blow-up guard handed the run back (`handed_back_at`). v4: a features-v3 controller's unfinished block of last-step statistics (`last_steps`).
-v3: the slow scale terms of anchored controllers (`log_scales`). v2: per-group scales, holds
-and actions as lists, and the mode (`per_group`). v1 to v4 states still load."""
+"""v5: the blow-up guard's hand-back step (`handed_back_at`) and memory (`guard_blocks_seen`,
+`guard_log_factor_sums`). v4: a features-v3 controller's unfinished block of last-step
+statistics (`last_steps`). v3: the slow scale terms of anchored controllers (`log_scales`).
+v2: per-group scales, holds and actions as lists, and the mode (`per_group`). v1 to v4 states
+still load."""
 
 
 def _group_lr(group: dict) -> float:
@@ -229,11 +231,11 @@ class LRController:
         self._hold_left = [0] * n
         self.last_actions = [0.0] * n
         self.handed_back_at: int | None = None
+        """The step at which the blow-up guard handed the run back to the base schedule
+        (None: it has not; always None without a guard)."""
         # The blow-up guard's memory: blocks decided on and the sum of their log factors.
         self._blocks_seen = 0
         self._log_factor_sums = [0.0] * n
-        """The step at which the blow-up guard handed the run back to the base schedule
-        (None: it has not; always None without a guard)."""
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._closed = False
         self.process_group = process_group

@@ -21,6 +21,7 @@ import torch
 from stable_baselines3 import PPO
 
 from lrctl import __version__
+from lrctl.actions import ActionSpec
 from lrctl.controller_file import ControllerWeights, load_controller, save_controller
 from lrctl.errors import UsageError
 from lrctl.hidden_features import feature_indices, without_columns
@@ -135,7 +136,7 @@ def export_run(
     return save_controller(weights, out)
 
 
-def _noted(weights: ControllerWeights, spec, note: str) -> ControllerWeights:
+def _noted(weights: ControllerWeights, spec: ActionSpec, note: str) -> ControllerWeights:
     """`weights` with `spec`, `note` added to the provenance's "after_training" (the changes
     made to the file since training, in order, separated by "; ")."""
     before = weights.provenance.get("after_training")
