@@ -205,7 +205,8 @@ def _lm_batch(data: torch.Tensor, batch: int, gen: torch.Generator) -> tuple[tor
 
 
 def build(task: Task, seed: int) -> tuple[nn.Module, Callable, Callable]:
-    """The task's model (seeded), a `batch(step)` for training and a `val_loss()`."""
+    """The task's model (seeded), a `batch()` that draws the next training batch and returns
+    its loss, and a `val_loss()` on the held-out data (a float; call it under `no_grad`)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     ce = nn.functional.cross_entropy
@@ -537,6 +538,15 @@ def write_report(runs: pd.DataFrame, out: Path, command: str) -> None:
         "user's LR) with the lowest mean. Nothing is tuned on these tasks. Plot: "
         "[new_user.png](new_user.png).",
         "",
+        "Tasks (none is a family of the train, val or eval suites):",
+        "",
+        *(
+            f"- `{t.name}`: {t.what}; {t.optimizer} at {t.user_lr:g}, batch {t.batch}, "
+            f"{t.steps} steps"
+            for t in TASKS
+            if t.name in set(runs.task)
+        ),
+        "",
     ]
     for method, path in controllers:
         table = task_table(runs, method)
@@ -561,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --report-only needs {args.out}/runs.csv; run without it first",
                   file=sys.stderr)  # fmt: skip
             return 2
+        recorded = args.out / "command.txt"  # the command that made runs.csv
+        command = recorded.read_text().strip() if recorded.is_file() else command
         write_report(pd.read_csv(args.out / "runs.csv", keep_default_na=False), args.out, command)
         return 0
     controllers = args.controller or [[str(data_path(DEFAULT_CONTROLLER)), "shipped"]]
@@ -593,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = args.out / "runs.csv.tmp"
     runs.to_csv(tmp, index=False)
     tmp.replace(args.out / "runs.csv")
+    _write(args.out / "command.txt", command + "\n")
     write_report(runs, args.out, command)
     return 0
 
