@@ -45,6 +45,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lrctl.atomic import atomic_path, atomic_write_text
+
 GRID = (1 / 30, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 """Cosine's base LRs, as factors of the user's LR (x0.1, x1 and x10 are the controller's cells)."""
 CELLS = (0.1, 1.0, 10.0)
@@ -279,7 +281,9 @@ def build(task: Task, seed: int) -> tuple[nn.Module, Callable, Callable]:
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """The optimizer a user of the task would pick, at `lr`."""
+    """The optimizer a user of the task would pick, at `lr`. Written out here rather than
+    `lrctl.optimizers.make_optimizer`, the suites' sampled set: these loops stand for a user's
+    own script (AdamW here with weight decay 0.05, not the suites' 0.01)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
     if name == "sgd_momentum":
@@ -440,12 +444,9 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
 
 def plot(runs: pd.DataFrame, labels: list[str], path: Path) -> None:
     """Final validation loss against base LR / user LR, one panel per task."""
-    import matplotlib
+    from lrctl.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
+    fig, axes = pyplot().subplots(2, 4, figsize=(16, 7.5))
     for ax, task in zip(axes.flat, TASKS, strict=True):
         t = runs[runs.task == task.name]
         finite = t.final_val_loss[np.isfinite(t.final_val_loss)]
@@ -465,10 +466,7 @@ def plot(runs: pd.DataFrame, labels: list[str], path: Path) -> None:
         "Plain PyTorch loops outside every suite: controller at its cells vs cosine's grid"
     )
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    save_png(fig, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -490,11 +488,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def collect(jobs: list[tuple], n_jobs: int) -> pd.DataFrame:
     """Every run of `jobs` (`run_one`'s arguments), `n_jobs` at a time, with a progress bar."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # no bar: the runs still happen, silently
-        tqdm = None
-    bar = tqdm(total=len(jobs), desc="runs", file=sys.stderr) if tqdm else None
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc="runs", file=sys.stderr)
     rows = []
     if n_jobs == 1:  # in this process
         _worker_init()
@@ -505,19 +501,11 @@ def collect(jobs: list[tuple], n_jobs: int) -> pd.DataFrame:
         results = (fut.result() for fut in [pool.submit(run_one, *job) for job in jobs])
     for row in results:
         rows.append(row)
-        if bar:
-            bar.update()
-    if bar:
-        bar.close()
+        bar.update()
+    bar.close()
     if pool:
         pool.shutdown()
     return pd.DataFrame(rows)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_report(runs: pd.DataFrame, out: Path, command: str) -> None:
@@ -554,8 +542,7 @@ def write_report(runs: pd.DataFrame, out: Path, command: str) -> None:
         lines += [headline(table).to_markdown(), ""]
         lines += [table.drop(columns=["ratios"]).to_markdown(index=False, floatfmt=".4g"), ""]
         print(f"\n{method}:\n{headline(table).to_string()}")
-    out.mkdir(parents=True, exist_ok=True)
-    _write(out / "README.md", "\n".join(lines))
+    atomic_write_text(out / "README.md", "\n".join(lines))
     plot(runs, [m for m, _ in controllers], out / "new_user.png")
     print(f"\nwrote {out}/README.md and new_user.png")
 
@@ -601,11 +588,9 @@ def main(argv: list[str] | None = None) -> int:
                 (task, seed, f"controller {lab}", f, p) for p, lab in controllers for f in CELLS
             ]
     runs = collect(jobs, args.jobs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    tmp = args.out / "runs.csv.tmp"
-    runs.to_csv(tmp, index=False)
-    tmp.replace(args.out / "runs.csv")
-    _write(args.out / "command.txt", command + "\n")
+    with atomic_path(args.out / "runs.csv") as tmp:
+        runs.to_csv(tmp, index=False)
+    atomic_write_text(args.out / "command.txt", command + "\n")
     write_report(runs, args.out, command)
     return 0
 
