@@ -478,7 +478,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (default 2)")
     parser.add_argument("--tasks", nargs="+", help="a subset of the tasks (default: all eight)")
-    parser.add_argument("--out", type=Path, default=Path("results/new_user"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("results/new_user"),
+        help="output folder: runs.csv, README.md, new_user.png (default: results/new_user)",
+    )  # fmt: skip
     parser.add_argument(
         "--report-only", action="store_true",
         help="rewrite README.md and the plot from OUT/runs.csv, without running anything",
